@@ -1,0 +1,395 @@
+//! The `LoadBalancer`: Portico's pool state (an immutable snapshot swapped whole on change)
+//! and the strategy that picks a backend from it. Picks are lock-free and allocation-free.
+
+mod cookie;
+mod least_conn;
+mod ring;
+mod round_robin;
+mod weighted;
+
+pub use cookie::{cookie_token, Cookie};
+pub use least_conn::LeastConn;
+pub use ring::{IpHash, Ring};
+pub use round_robin::RoundRobin;
+pub use weighted::{Weighted, WeightedSchedule};
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use log::{info, warn};
+
+use crate::config::{BackendUrl, StrategyKind};
+use crate::health::{Health, Transition};
+use crate::pool::{Backend, Lease, Tried};
+
+/// What a strategy may use of the request: borrowed, nothing is copied.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestKey<'a> {
+    pub client_ip: Option<IpAddr>,
+    /// The value of the sticky cookie, when the strategy is `cookie` and the client sent one.
+    pub cookie: Option<&'a str>,
+}
+
+/// Data a strategy derives from the pool when it changes, so picks need not compute it.
+pub enum Plan {
+    None,
+    Weighted(WeightedSchedule),
+    Ring(Ring),
+    Cookie {
+        tokens: HashMap<String, usize>,
+    },
+}
+
+/// The pool as one request sees it: backends in order, and the strategy's plan.
+pub struct Snapshot {
+    pub backends: Vec<Arc<Backend>>,
+    pub plan: Plan,
+}
+
+/// A way of choosing among the ready backends of a snapshot.
+pub trait Strategy: Send + Sync {
+    fn kind(&self) -> StrategyKind;
+
+    /// Derives the plan for a new set of backends (called off the request path).
+    fn plan(&self, _backends: &[Arc<Backend>]) -> Plan {
+        Plan::None
+    }
+
+    /// Whether the plan depends on health, so that a flip must rebuild it.
+    fn replan_on_health(&self) -> bool {
+        false
+    }
+
+    /// Index of the chosen backend in `snap.backends`: ready and not in `tried`.
+    fn pick(&self, snap: &Snapshot, key: &RequestKey<'_>, tried: &Tried) -> Option<usize>;
+}
+
+/// Builds the strategy named in the configuration.
+pub fn strategy(kind: StrategyKind) -> Box<dyn Strategy> {
+    match kind {
+        StrategyKind::RoundRobin => Box::new(RoundRobin::default()),
+        StrategyKind::LeastConn => Box::new(LeastConn::default()),
+        StrategyKind::WeightedRoundRobin => Box::new(Weighted::default()),
+        StrategyKind::IpHash => Box::new(IpHash::default()),
+        StrategyKind::Cookie => Box::new(Cookie::default()),
+    }
+}
+
+/// What a probe or the proxy observed about a backend.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Passed,
+    Failed(String),
+    /// The proxy could not connect: DOWN at once.
+    Refused(String),
+}
+
+/// Why a pool change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("backend {0} is already in the pool")]
+    Duplicate(String),
+    #[error("backend {0} is not in the pool")]
+    NotFound(String),
+}
+
+/// The contract of the seed's `LoadBalancer`: next valid peer, add, remove, set status.
+pub trait LoadBalancer: Send + Sync {
+    /// A lease on a ready backend not yet tried by this request, or `None` (answer 503).
+    fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease>;
+    /// Adds a backend; new traffic may reach it once it is alive.
+    fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError>;
+    /// Removes a backend: no new request goes to it from the moment this returns; requests
+    /// in flight keep their lease and finish.
+    fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError>;
+    /// Feeds an observation to the backend's health, logging and returning any transition.
+    fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition>;
+}
+
+/// Portico's load balancer over its own pool state.
+pub struct Balancer {
+    snapshot: ArcSwap<Snapshot>,
+    strategy: Box<dyn Strategy>,
+    /// Serialises writers (membership changes and re-plans); readers never take it.
+    write: Mutex<()>,
+    /// Removed backends that still have requests in flight.
+    draining: Mutex<Vec<Arc<Backend>>>,
+    rise: u32,
+    fall: u32,
+}
+
+impl Balancer {
+    pub fn new(strategy: Box<dyn Strategy>, rise: u32, fall: u32) -> Balancer {
+        Balancer {
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                backends: Vec::new(),
+                plan: strategy.plan(&[]),
+            }),
+            strategy,
+            write: Mutex::new(()),
+            draining: Mutex::new(Vec::new()),
+            rise,
+            fall,
+        }
+    }
+
+    pub fn kind(&self) -> StrategyKind {
+        self.strategy.kind()
+    }
+
+    /// The current pool (cheap: one reference count).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn find(&self, url: &BackendUrl) -> Option<Arc<Backend>> {
+        self.snapshot
+            .load()
+            .backends
+            .iter()
+            .find(|b| &b.url == url)
+            .cloned()
+    }
+
+    /// Removed backends with requests still in flight (finished ones are forgotten).
+    pub fn draining(&self) -> Vec<Arc<Backend>> {
+        let mut list = lock(&self.draining);
+        list.retain(|b| b.in_flight() > 0);
+        list.clone()
+    }
+
+    /// Requests in flight over the pool and the draining backends.
+    pub fn total_in_flight(&self) -> u64 {
+        let pool: u64 = self.snapshot.load().backends.iter().map(|b| b.in_flight()).sum();
+        pool + self.draining().iter().map(|b| b.in_flight()).sum::<u64>()
+    }
+
+    fn publish(&self, backends: Vec<Arc<Backend>>) {
+        let plan = self.strategy.plan(&backends);
+        self.snapshot.store(Arc::new(Snapshot { backends, plan }));
+    }
+
+    fn replan(&self) {
+        let _w = lock(&self.write);
+        let backends = self.snapshot.load().backends.clone();
+        self.publish(backends);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LoadBalancer for Balancer {
+    #[inline]
+    fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease> {
+        let snap = self.snapshot.load();
+        let index = self.strategy.pick(&snap, key, tried)?;
+        snap.backends.get(index).map(|b| Lease::new(b.clone()))
+    }
+
+    fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError> {
+        let _w = lock(&self.write);
+        let current = self.snapshot.load();
+        if current.backends.iter().any(|b| b.url == backend.url) {
+            return Err(PoolError::Duplicate(backend.name.clone()));
+        }
+        let mut next = current.backends.clone();
+        next.push(backend);
+        self.publish(next);
+        Ok(())
+    }
+
+    fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError> {
+        let _w = lock(&self.write);
+        let current = self.snapshot.load();
+        let Some(pos) = current.backends.iter().position(|b| &b.url == url) else {
+            return Err(PoolError::NotFound(url.to_string()));
+        };
+        let mut next = current.backends.clone();
+        let removed = next.remove(pos);
+        removed.disable();
+        self.publish(next);
+        if removed.in_flight() > 0 {
+            lock(&self.draining).push(removed.clone());
+        }
+        Ok(removed)
+    }
+
+    fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
+        let transition = {
+            let mut record = backend.health();
+            record.last_probe = match seen {
+                Observation::Refused(_) => record.last_probe,
+                _ => Some(SystemTime::now()),
+            };
+            let (t, reason) = match &seen {
+                Observation::Passed => (record.tracker.observe(true, self.rise, self.fall), None),
+                Observation::Failed(r) => (
+                    record.tracker.observe(false, self.rise, self.fall),
+                    Some(r.clone()),
+                ),
+                Observation::Refused(r) => (record.tracker.force_down(), Some(r.clone())),
+            };
+            if t.is_some() {
+                record.changed_at = SystemTime::now();
+                record.reason = reason;
+                backend.set_alive(record.tracker.health() == Health::Up);
+            }
+            t
+        }?;
+        match transition {
+            Transition::Up => info!("backend {} is UP", backend.name),
+            Transition::Down => {
+                let reason = backend.health().reason.clone().unwrap_or_default();
+                warn!("backend {} is DOWN ({reason})", backend.name);
+            }
+        }
+        if self.strategy.replan_on_health() && backend.is_enabled() {
+            self.replan();
+        }
+        Some(transition)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Backends for selection tests, without sockets.
+    use super::*;
+    use crate::config::{BackendSpec, Timeouts};
+    use std::time::Duration;
+
+    pub fn backend(id: u64, port: u16, weight: u32) -> Arc<Backend> {
+        let spec = BackendSpec {
+            url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
+            weight,
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let addr = ([127, 0, 0, 1], port).into();
+        let token = cookie_token(b"test", &spec.url.to_string());
+        let b = Arc::new(Backend::new(id, &spec, addr, &timeouts, token));
+        b.set_alive(true);
+        b
+    }
+
+    pub fn balancer(kind: StrategyKind, weights: &[u32]) -> Balancer {
+        let lb = Balancer::new(strategy(kind), 1, 1);
+        for (i, w) in weights.iter().enumerate() {
+            let b = backend(i as u64, 10_000 + i as u16, *w);
+            lb.add_backend(b).expect("unique");
+        }
+        lb
+    }
+
+    /// Picks `n` times (releasing each lease) and counts picks per backend index.
+    pub fn counts(lb: &Balancer, n: usize, key: &RequestKey<'_>) -> Vec<usize> {
+        let snap = lb.snapshot();
+        let mut counts = vec![0; snap.backends.len()];
+        for _ in 0..n {
+            let lease = lb.next_valid_peer(key, &Tried::default()).expect("a backend");
+            let i = snap
+                .backends
+                .iter()
+                .position(|b| b.id == lease.backend().id)
+                .expect("from snapshot");
+            counts[i] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn no_ready_backend_gives_none_for_every_strategy() {
+        for kind in StrategyKind::ALL {
+            let lb = balancer(kind, &[1, 1]);
+            for b in &lb.snapshot().backends {
+                b.set_alive(false);
+            }
+            lb.replan();
+            assert!(lb.next_valid_peer(&RequestKey::default(), &Tried::default()).is_none());
+            let empty = balancer(kind, &[]);
+            assert!(empty.next_valid_peer(&RequestKey::default(), &Tried::default()).is_none());
+        }
+    }
+
+    #[test]
+    fn tried_backends_are_skipped_by_every_strategy() {
+        for kind in StrategyKind::ALL {
+            let lb = balancer(kind, &[1, 1, 1]);
+            let mut tried = Tried::default();
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let lease = lb.next_valid_peer(&RequestKey::default(), &tried).expect("one left");
+                assert!(!seen.contains(&lease.backend().id), "{kind:?} repeated a backend");
+                seen.push(lease.backend().id);
+                tried.insert(lease.backend().id);
+            }
+            assert!(lb.next_valid_peer(&RequestKey::default(), &tried).is_none());
+        }
+    }
+
+    #[test]
+    fn leases_count_in_flight_and_release_on_drop() {
+        let lb = balancer(StrategyKind::RoundRobin, &[1]);
+        let b = lb.snapshot().backends[0].clone();
+        let l1 = lb.next_valid_peer(&RequestKey::default(), &Tried::default());
+        let l2 = lb.next_valid_peer(&RequestKey::default(), &Tried::default());
+        assert_eq!(b.in_flight(), 2);
+        drop(l1);
+        assert_eq!(b.in_flight(), 1);
+        drop(l2);
+        assert_eq!(b.in_flight(), 0);
+        assert_eq!(b.requests(), 2);
+    }
+
+    #[test]
+    fn removed_backend_gets_nothing_new_but_keeps_its_leases() {
+        let lb = balancer(StrategyKind::RoundRobin, &[1, 1]);
+        let first = lb.snapshot().backends[0].clone();
+        let lease = Lease::new(first.clone());
+        lb.remove_backend(&first.url).expect("present");
+        assert_eq!(lb.draining().len(), 1);
+        for _ in 0..10 {
+            let l = lb.next_valid_peer(&RequestKey::default(), &Tried::default()).expect("one");
+            assert_ne!(l.backend().id, first.id);
+        }
+        assert!(matches!(
+            lb.remove_backend(&first.url),
+            Err(PoolError::NotFound(name)) if name == first.name
+        ));
+        drop(lease);
+        assert!(lb.draining().is_empty());
+    }
+
+    #[test]
+    fn duplicate_add_is_refused() {
+        let lb = balancer(StrategyKind::RoundRobin, &[1]);
+        let again = backend(99, 10_000, 1);
+        assert!(matches!(lb.add_backend(again), Err(PoolError::Duplicate(_))));
+        assert_eq!(lb.snapshot().backends.len(), 1);
+    }
+
+    #[test]
+    fn refused_marks_down_until_a_probe_passes() {
+        let lb = balancer(StrategyKind::RoundRobin, &[1, 1]);
+        let b = lb.snapshot().backends[0].clone();
+        lb.set_backend_status(&b, Observation::Passed);
+        let t = lb.set_backend_status(&b, Observation::Refused("connection refused".into()));
+        assert_eq!(t, Some(Transition::Down));
+        assert!(!b.is_ready());
+        assert_eq!(b.health().reason.as_deref(), Some("connection refused"));
+        assert_eq!(lb.set_backend_status(&b, Observation::Passed), Some(Transition::Up));
+        assert!(b.is_ready());
+    }
+}

@@ -1,0 +1,128 @@
+//! Unit tests of configuration parsing and validation.
+
+use super::*;
+
+fn ok(text: &str) -> Config {
+    match Config::from_text(text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected valid config, got: {e}\n{text}"),
+    }
+}
+
+fn bad(text: &str) -> ConfigError {
+    match Config::from_text(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn an_empty_file_gets_defaults() {
+    let c = ok("");
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.strategy, StrategyKind::RoundRobin);
+    assert_eq!(c.health.interval, Duration::from_secs(10));
+    assert_eq!(c.health.rise, 2);
+    assert_eq!(c.health.fall, 3);
+    assert_eq!(c.timeouts.read, Duration::from_secs(30));
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(c.server.grace_period_seconds, Some(DEFAULT_GRACE_PERIOD_SECS));
+    assert_eq!(c.server.pid_file, "/tmp/portico.pid");
+    assert!(c.server.threads >= 1);
+    assert!(c.access_log);
+}
+
+#[test]
+fn the_full_example_parses_with_pingora_keys_alongside() {
+    let c = ok(r#"
+threads: 3
+grace_period_seconds: 2
+pid_file: /tmp/x.pid
+port: 9090
+strategy: least-conn
+health_check_frequency: 500ms
+health_check: {path: /health, timeout: 1s, rise: 1, fall: 2}
+backends:
+  - http://127.0.0.1:9001
+  - url: http://127.0.0.1:9002
+    weight: 3
+timeouts: {connect: 1s, read: 5}
+admin: {listen: "127.0.0.1:0", token: secret}
+state_file: /tmp/state.json
+access_log: false
+"#);
+    assert_eq!(c.server.threads, 3);
+    assert_eq!(c.server.grace_period_seconds, Some(2));
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.strategy, StrategyKind::LeastConn);
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert_eq!(c.health.path.as_deref(), Some("/health"));
+    assert_eq!(c.backends.len(), 2);
+    assert_eq!(c.backends[1].weight, 3);
+    assert_eq!(c.timeouts.read, Duration::from_secs(5));
+    assert_eq!(c.admin.token.as_deref(), Some("secret"));
+    assert!(!c.access_log);
+}
+
+#[test]
+fn json_is_accepted() {
+    let c = ok(r#"{"port": 8085, "strategy": "round-robin", "backends": ["http://127.0.0.1:9001"]}"#);
+    assert_eq!(c.listen.port(), 8085);
+    assert_eq!(c.backends.len(), 1);
+}
+
+#[test]
+fn every_mistake_names_its_key_and_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("lisen: 0.0.0.0:80", "lisen", "did you mean `listen`"),
+        ("strategy: fastest", "strategy", "fastest"),
+        ("health_check_frequency: 10 parsecs", "health_check_frequency", "10 parsecs"),
+        ("health_check_frequency: 0s", "health_check_frequency", "greater than zero"),
+        ("health_check: {timeout: soon}", "health_check.timeout", "soon"),
+        ("health_check: {rize: 2}", "", "rize"),
+        ("health_check: {rise: 0}", "health_check.rise", "0"),
+        ("health_check: {path: health}", "health_check.path", "health"),
+        ("timeouts: {read: 1x}", "timeouts.read", "1x"),
+        ("backends: [localhost:9001]", "backends[0].url", "localhost:9001"),
+        ("backends: [ftp://a:1]", "backends[0].url", "ftp://a:1"),
+        (
+            "backends: [http://a:1, 'HTTP://A:1/']",
+            "backends[1]",
+            "duplicate backend http://a:1",
+        ),
+        ("backends: [{url: http://a:1, weight: 0}]", "backends[0].weight", "0"),
+        ("backends: [{url: http://a:1, wieght: 2}]", "backends[0].wieght", "wieght"),
+        ("backends: [{weight: 2}]", "backends[0]", "url"),
+        ("backends: [42]", "backends[0]", "a number"),
+        ("port: 70000", "port", "70000"),
+        ("port: 0", "port", "0"),
+        ("listen: nowhere", "listen", "nowhere"),
+        ("listen: 1.2.3.4:8080\nport: 80", "port", "not both"),
+        ("admin: {listen: 'x:y'}", "admin.listen", "x:y"),
+        ("admin: {token: ''}", "admin.token", "empty"),
+        ("admin: {lsten: '127.0.0.1:1'}", "", "lsten"),
+        ("tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}", "tls.cert", "/nonexistent/c.pem"),
+        ("tls: {key: /k.pem}", "tls.cert", "missing"),
+        ("sticky_cookie: 'a b'", "sticky_cookie", "a b"),
+        ("retries: 99", "retries", "99"),
+        ("threads: 0", "threads", "at least 1"),
+        ("listen: 127.0.0.1:8081", "admin.listen", "127.0.0.1:8081"),
+        ("- just\n- a list", "", "mapping"),
+        ("key: [unclosed", "", "YAML"),
+    ];
+    for (text, key, needle) in cases {
+        let e = bad(text);
+        assert_eq!(&e.key, key, "wrong key for {text:?}: {e}");
+        let shown = e.to_string();
+        assert!(shown.contains(needle), "{text:?}: message {shown:?} lacks {needle:?}");
+        if !key.is_empty() {
+            assert!(shown.starts_with(key), "{shown:?} does not start with {key:?}");
+        }
+    }
+}
+
+#[test]
+fn nested_unknown_keys_are_named_by_serde() {
+    let e = bad("timeouts: {conect: 1s}");
+    assert!(e.to_string().contains("conect"), "{e}");
+}
