@@ -1,8 +1,189 @@
-//! Portico: a load-balancing HTTP gateway on Pingora. `build` wires a validated
+//! Portico: a load-balancing HTTP gateway on Pingora. [`build`] wires a validated
 //! [`config::Config`] into a Pingora `Server`; `main.rs` and the tests share that seam.
 #![forbid(unsafe_code)]
 
-pub mod config;
+pub mod admin;
 pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
 pub mod health;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
 pub mod pool;
+pub mod proxy;
+pub mod store;
+
+use std::sync::Arc;
+
+use log::info;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApi;
+use crate::balancer::{strategy, Balancer};
+use crate::config::{BackendSpec, Config};
+use crate::control::Control;
+use crate::health::{HealthChecker, Prober};
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, ProxySettings};
+use crate::store::{FileStore, PoolStore};
+
+/// A start-up failure, with what failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// How the process was asked to run (from the command line).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunOptions {
+    pub upgrade: bool,
+    pub daemon: bool,
+    pub demo: bool,
+}
+
+/// Everything built from the configuration before any socket is bound.
+pub struct Prepared {
+    pub config: Config,
+    pub balancer: Arc<Balancer>,
+    pub prober: Arc<Prober>,
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Loads the stored pool (if any), resolves every backend and checks TLS files: everything
+/// `portico -t` checks. Binds nothing.
+pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
+    let store: Option<Box<dyn PoolStore>> = config
+        .state_file
+        .as_ref()
+        .map(|p| Box::new(FileStore::new(p)) as Box<dyn PoolStore>);
+    let specs: Vec<BackendSpec> = match &store {
+        None => config.backends.clone(),
+        Some(store) => match store.load().map_err(|e| BuildError(e.to_string()))? {
+            Some(specs) => {
+                info!(
+                    "{}: {} backends (the state file wins over `backends` in the configuration)",
+                    store.describe(),
+                    specs.len()
+                );
+                specs
+            }
+            None => config.backends.clone(),
+        },
+    };
+    if let Some(tls) = &config.tls {
+        tls_settings(tls)?;
+    }
+    let balancer = Arc::new(Balancer::new(
+        strategy(config.strategy),
+        config.health.rise,
+        config.health.fall,
+    ));
+    let prober = Arc::new(Prober::new(&config.health));
+    let cookie_key = match &config.sticky_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => format!("portico-sticky:{}", config.sticky_cookie).into_bytes(),
+    };
+    let control = Arc::new(Control::new(
+        balancer.clone(),
+        prober.clone(),
+        store,
+        config.timeouts.clone(),
+        cookie_key,
+    ));
+    control
+        .seed(&specs)
+        .map_err(|e| BuildError(format!("backends: {e}")))?;
+    let metrics =
+        Arc::new(Metrics::new(balancer.clone()).map_err(|e| BuildError(format!("metrics: {e}")))?);
+    Ok(Prepared {
+        config,
+        balancer,
+        prober,
+        control,
+        metrics,
+    })
+}
+
+fn tls_settings(tls: &config::TlsConfig) -> Result<TlsSettings, BuildError> {
+    let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
+    let mut settings = TlsSettings::intermediate(&cert, &key)
+        .map_err(|e| BuildError(format!("tls: cannot load {cert} / {key}: {e}")))?;
+    settings.enable_h2();
+    Ok(settings)
+}
+
+/// Builds the Pingora server: health checker, proxy (HTTP and optional TLS), admin API,
+/// lifecycle watcher and, with `--demo`, the demo origins. The proxy starts taking traffic
+/// only after the health checker's first round.
+pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
+    let mut p = prepare(config)?;
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let server_conf = std::mem::take(&mut p.config.server);
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let phases = server.watch_execution_phase();
+    let conf = &p.config;
+
+    let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
+    let health = server.add_service(background_service("health checker", checker));
+
+    let settings = |tls: bool| ProxySettings {
+        retries: conf.retries,
+        access_log: conf.access_log,
+        connect_timeout: conf.timeouts.connect,
+        read_timeout: conf.timeouts.read,
+        sticky_cookie: conf.sticky_cookie.clone(),
+        tls,
+    };
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
+        "proxy",
+    );
+    proxy.add_tcp(&conf.listen.to_string());
+    server.add_service(proxy).add_dependency(&health);
+
+    if let Some(tls) = &conf.tls {
+        let mut https = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(true)),
+            "proxy-tls",
+        );
+        https.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings(tls)?);
+        server.add_service(https).add_dependency(&health);
+    }
+
+    let api = AdminApi {
+        control: p.control.clone(),
+        metrics: p.metrics.clone(),
+        token: conf.admin.token.clone(),
+    };
+    let mut admin = Service::new("admin".to_string(), api);
+    admin.add_tcp(&conf.admin.listen.to_string());
+    server.add_service(admin);
+
+    let pid_file = server.configuration.pid_file.clone().into();
+    let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
+    server.add_service(background_service("lifecycle", lifecycle));
+
+    if opts.demo {
+        for origin in demo::services() {
+            server.add_service(origin);
+        }
+    }
+    Ok(server)
+}

@@ -1,1 +1,65 @@
-fn main() {}
+//! The `portico` binary: command line -> configuration -> `portico::build` -> run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use pingora::server::RunArgs;
+use portico::cli::Cli;
+use portico::config::{Config, DEFAULT_CONFIG_PATH};
+use portico::{lifecycle, logging, RunOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Used by `--demo` when no configuration file is given and the default one is absent.
+const DEMO_CONFIG: &str = include_str!("../conf/portico.yaml");
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let path = cli
+        .conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let loaded = if cli.demo && cli.conf.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists() {
+        Config::from_text(DEMO_CONFIG)
+    } else {
+        Config::load(&path)
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portico: configuration {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if cli.test {
+        return match portico::prepare(config) {
+            Ok(_) => {
+                println!("portico: configuration {} is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portico: configuration {}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let opts = RunOptions {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        demo: cli.demo,
+    };
+    let server = match portico::build(config, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("portico: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pid_file = PathBuf::from(&server.configuration.pid_file);
+    server.run(RunArgs::default());
+    lifecycle::remove_own_pid_file(&pid_file);
+    ExitCode::SUCCESS
+}

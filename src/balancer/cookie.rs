@@ -98,9 +98,14 @@ mod tests {
         }
         let mut tampered = target.cookie_token.clone();
         tampered.replace_range(0..1, if tampered.starts_with('0') { "1" } else { "0" });
-        let spread: std::collections::HashSet<u64> =
-            (0..30).map(|_| with_cookie(&lb, Some(&tampered)).id).collect();
-        assert_eq!(spread.len(), 3, "tampered cookies are spread like new clients");
+        let spread: std::collections::HashSet<u64> = (0..30)
+            .map(|_| with_cookie(&lb, Some(&tampered)).id)
+            .collect();
+        assert_eq!(
+            spread.len(),
+            3,
+            "tampered cookies are spread like new clients"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn exact(snap: &Snapshot, tried: &Tried) -> Option<usize> {
             Some((_, l)) if load > l => {}
             Some((_, l)) if load == l => {
                 ties += 1;
-                if random() % ties == 0 {
+                if random().is_multiple_of(ties) {
                     best = Some((i, load));
                 }
             }
@@ -123,7 +123,10 @@ mod tests {
     fn picks_the_least_loaded_while_leases_are_held() {
         let lb = balancer(StrategyKind::LeastConn, &[1, 1, 1]);
         let held: Vec<Lease> = (0..9)
-            .map(|_| lb.next_valid_peer(&RequestKey::default(), &Tried::default()).expect("ready"))
+            .map(|_| {
+                lb.next_valid_peer(&RequestKey::default(), &Tried::default())
+                    .expect("ready")
+            })
             .collect();
         for b in &lb.snapshot().backends {
             assert_eq!(b.in_flight(), 3);

@@ -38,9 +38,7 @@ pub enum Plan {
     None,
     Weighted(WeightedSchedule),
     Ring(Ring),
-    Cookie {
-        tokens: HashMap<String, usize>,
-    },
+    Cookie { tokens: HashMap<String, usize> },
 }
 
 /// The pool as one request sees it: backends in order, and the strategy's plan.
@@ -71,7 +69,7 @@ pub trait Strategy: Send + Sync {
 pub fn strategy(kind: StrategyKind) -> Box<dyn Strategy> {
     match kind {
         StrategyKind::RoundRobin => Box::new(RoundRobin::default()),
-        StrategyKind::LeastConn => Box::new(LeastConn::default()),
+        StrategyKind::LeastConn => Box::new(LeastConn),
         StrategyKind::WeightedRoundRobin => Box::new(Weighted::default()),
         StrategyKind::IpHash => Box::new(IpHash::default()),
         StrategyKind::Cookie => Box::new(Cookie::default()),
@@ -163,7 +161,13 @@ impl Balancer {
 
     /// Requests in flight over the pool and the draining backends.
     pub fn total_in_flight(&self) -> u64 {
-        let pool: u64 = self.snapshot.load().backends.iter().map(|b| b.in_flight()).sum();
+        let pool: u64 = self
+            .snapshot
+            .load()
+            .backends
+            .iter()
+            .map(|b| b.in_flight())
+            .sum();
         pool + self.draining().iter().map(|b| b.in_flight()).sum::<u64>()
     }
 
@@ -292,7 +296,9 @@ pub(crate) mod testing {
         let snap = lb.snapshot();
         let mut counts = vec![0; snap.backends.len()];
         for _ in 0..n {
-            let lease = lb.next_valid_peer(key, &Tried::default()).expect("a backend");
+            let lease = lb
+                .next_valid_peer(key, &Tried::default())
+                .expect("a backend");
             let i = snap
                 .backends
                 .iter()
@@ -317,9 +323,13 @@ mod tests {
                 b.set_alive(false);
             }
             lb.replan();
-            assert!(lb.next_valid_peer(&RequestKey::default(), &Tried::default()).is_none());
+            assert!(lb
+                .next_valid_peer(&RequestKey::default(), &Tried::default())
+                .is_none());
             let empty = balancer(kind, &[]);
-            assert!(empty.next_valid_peer(&RequestKey::default(), &Tried::default()).is_none());
+            assert!(empty
+                .next_valid_peer(&RequestKey::default(), &Tried::default())
+                .is_none());
         }
     }
 
@@ -330,8 +340,13 @@ mod tests {
             let mut tried = Tried::default();
             let mut seen = Vec::new();
             for _ in 0..3 {
-                let lease = lb.next_valid_peer(&RequestKey::default(), &tried).expect("one left");
-                assert!(!seen.contains(&lease.backend().id), "{kind:?} repeated a backend");
+                let lease = lb
+                    .next_valid_peer(&RequestKey::default(), &tried)
+                    .expect("one left");
+                assert!(
+                    !seen.contains(&lease.backend().id),
+                    "{kind:?} repeated a backend"
+                );
                 seen.push(lease.backend().id);
                 tried.insert(lease.backend().id);
             }
@@ -361,7 +376,9 @@ mod tests {
         lb.remove_backend(&first.url).expect("present");
         assert_eq!(lb.draining().len(), 1);
         for _ in 0..10 {
-            let l = lb.next_valid_peer(&RequestKey::default(), &Tried::default()).expect("one");
+            let l = lb
+                .next_valid_peer(&RequestKey::default(), &Tried::default())
+                .expect("one");
             assert_ne!(l.backend().id, first.id);
         }
         assert!(matches!(
@@ -376,7 +393,10 @@ mod tests {
     fn duplicate_add_is_refused() {
         let lb = balancer(StrategyKind::RoundRobin, &[1]);
         let again = backend(99, 10_000, 1);
-        assert!(matches!(lb.add_backend(again), Err(PoolError::Duplicate(_))));
+        assert!(matches!(
+            lb.add_backend(again),
+            Err(PoolError::Duplicate(_))
+        ));
         assert_eq!(lb.snapshot().backends.len(), 1);
     }
 
@@ -389,7 +409,10 @@ mod tests {
         assert_eq!(t, Some(Transition::Down));
         assert!(!b.is_ready());
         assert_eq!(b.health().reason.as_deref(), Some("connection refused"));
-        assert_eq!(lb.set_backend_status(&b, Observation::Passed), Some(Transition::Up));
+        assert_eq!(
+            lb.set_backend_status(&b, Observation::Passed),
+            Some(Transition::Up)
+        );
         assert!(b.is_ready());
     }
 }

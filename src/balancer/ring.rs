@@ -27,11 +27,9 @@ pub struct Ring {
 impl Ring {
     pub fn build(backends: &[Arc<Backend>]) -> Ring {
         let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-        let per_weight = if total_weight == 0 {
-            0
-        } else {
-            (MAX_POINTS / total_weight).clamp(1, POINTS_PER_WEIGHT)
-        };
+        let per_weight = MAX_POINTS
+            .checked_div(total_weight)
+            .map_or(0, |p| p.clamp(1, POINTS_PER_WEIGHT));
         let mut points = Vec::with_capacity((total_weight * per_weight) as usize);
         for (i, b) in backends.iter().enumerate() {
             for k in 0..u64::from(b.weight) * per_weight {

@@ -27,12 +27,10 @@ pub fn first_ready_from(snap: &Snapshot, start: usize, tried: &Tried) -> Option<
         return None;
     }
     let start = start % n;
-    (0..n)
-        .map(|i| (start + i) % n)
-        .find(|&i| {
-            let b = &snap.backends[i];
-            b.is_ready() && !tried.contains(b.id)
-        })
+    (0..n).map(|i| (start + i) % n).find(|&i| {
+        let b = &snap.backends[i];
+        b.is_ready() && !tried.contains(b.id)
+    })
 }
 
 impl Strategy for RoundRobin {
@@ -54,7 +52,10 @@ mod tests {
     #[test]
     fn spreads_exactly_evenly() {
         let lb = balancer(StrategyKind::RoundRobin, &[1, 1, 1]);
-        assert_eq!(counts(&lb, 300, &RequestKey::default()), vec![100, 100, 100]);
+        assert_eq!(
+            counts(&lb, 300, &RequestKey::default()),
+            vec![100, 100, 100]
+        );
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl Strategy for Weighted {
 /// The pick order for one cycle over `(index, weight)` pairs, weights reduced by their gcd.
 pub fn schedule(weights: &[(usize, u32)]) -> Vec<u32> {
     let g = weights.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
-    let reduced: Vec<(usize, u64)> = weights.iter().map(|&(i, w)| (i, u64::from(w / g))).collect();
+    let reduced: Vec<(usize, u64)> = weights
+        .iter()
+        .map(|&(i, w)| (i, u64::from(w / g)))
+        .collect();
     let total: u64 = reduced.iter().map(|&(_, w)| w).sum();
     if total.saturating_mul(reduced.len() as u64) <= NGINX_LOOP_BUDGET {
         nginx_smooth(&reduced, total)
@@ -142,7 +145,10 @@ mod tests {
     #[test]
     fn no_bursts_to_the_heaviest() {
         let order = schedule(&[(0, 9), (1, 1)]);
-        let runs = order.windows(6).filter(|w| w.iter().all(|&i| i == 0)).count();
+        let runs = order
+            .windows(6)
+            .filter(|w| w.iter().all(|&i| i == 0))
+            .count();
         assert!(runs <= 4, "{order:?}");
         assert_eq!(order.iter().filter(|&&i| i == 1).count(), 1);
     }
@@ -160,7 +166,10 @@ mod tests {
             for (len, &x) in order.iter().enumerate() {
                 seen += u64::from(x as usize == i);
                 let fair = (len as f64 + 1.0) * w as f64 / total as f64;
-                assert!((seen as f64 - fair).abs() <= 2.0, "backend {i} bursts at {len}");
+                assert!(
+                    (seen as f64 - fair).abs() <= 2.0,
+                    "backend {i} bursts at {len}"
+                );
             }
         }
     }

@@ -38,7 +38,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way the configuration writes it, for `/status` and logs.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1_000 == 0 {
+    if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -60,7 +60,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_the_value_named() {
-        for bad in ["", "s", "10 parsecs", "-1s", "1.5s", "ten", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "10 parsecs",
+            "-1s",
+            "1.5s",
+            "ten",
+            "99999999999999999999s",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
         }

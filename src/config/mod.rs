@@ -269,7 +269,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn duration(key: &str, raw: Option<RawDuration>, default: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    key: &str,
+    raw: Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let d = match raw {
         None => return Ok(default),
         Some(RawDuration::Seconds(s)) => Duration::from_secs(s),
@@ -459,7 +463,9 @@ fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, ConfigError> 
         }
     };
 
-    let sticky_cookie = raw.sticky_cookie.unwrap_or_else(|| "portico_backend".into());
+    let sticky_cookie = raw
+        .sticky_cookie
+        .unwrap_or_else(|| "portico_backend".into());
     if sticky_cookie.is_empty()
         || !sticky_cookie
             .bytes()

@@ -26,7 +26,10 @@ fn an_empty_file_gets_defaults() {
     assert_eq!(c.health.fall, 3);
     assert_eq!(c.timeouts.read, Duration::from_secs(30));
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
-    assert_eq!(c.server.grace_period_seconds, Some(DEFAULT_GRACE_PERIOD_SECS));
+    assert_eq!(
+        c.server.grace_period_seconds,
+        Some(DEFAULT_GRACE_PERIOD_SECS)
+    );
     assert_eq!(c.server.pid_file, "/tmp/portico.pid");
     assert!(c.server.threads >= 1);
     assert!(c.access_log);
@@ -66,7 +69,8 @@ access_log: false
 
 #[test]
 fn json_is_accepted() {
-    let c = ok(r#"{"port": 8085, "strategy": "round-robin", "backends": ["http://127.0.0.1:9001"]}"#);
+    let c =
+        ok(r#"{"port": 8085, "strategy": "round-robin", "backends": ["http://127.0.0.1:9001"]}"#);
     assert_eq!(c.listen.port(), 8085);
     assert_eq!(c.backends.len(), 1);
 }
@@ -76,22 +80,50 @@ fn every_mistake_names_its_key_and_value() {
     let cases: &[(&str, &str, &str)] = &[
         ("lisen: 0.0.0.0:80", "lisen", "did you mean `listen`"),
         ("strategy: fastest", "strategy", "fastest"),
-        ("health_check_frequency: 10 parsecs", "health_check_frequency", "10 parsecs"),
-        ("health_check_frequency: 0s", "health_check_frequency", "greater than zero"),
-        ("health_check: {timeout: soon}", "health_check.timeout", "soon"),
+        (
+            "health_check_frequency: 10 parsecs",
+            "health_check_frequency",
+            "10 parsecs",
+        ),
+        (
+            "health_check_frequency: 0s",
+            "health_check_frequency",
+            "greater than zero",
+        ),
+        (
+            "health_check: {timeout: soon}",
+            "health_check.timeout",
+            "soon",
+        ),
         ("health_check: {rize: 2}", "", "rize"),
         ("health_check: {rise: 0}", "health_check.rise", "0"),
-        ("health_check: {path: health}", "health_check.path", "health"),
+        (
+            "health_check: {path: health}",
+            "health_check.path",
+            "health",
+        ),
         ("timeouts: {read: 1x}", "timeouts.read", "1x"),
-        ("backends: [localhost:9001]", "backends[0].url", "localhost:9001"),
+        (
+            "backends: [localhost:9001]",
+            "backends[0].url",
+            "localhost:9001",
+        ),
         ("backends: [ftp://a:1]", "backends[0].url", "ftp://a:1"),
         (
             "backends: [http://a:1, 'HTTP://A:1/']",
             "backends[1]",
             "duplicate backend http://a:1",
         ),
-        ("backends: [{url: http://a:1, weight: 0}]", "backends[0].weight", "0"),
-        ("backends: [{url: http://a:1, wieght: 2}]", "backends[0].wieght", "wieght"),
+        (
+            "backends: [{url: http://a:1, weight: 0}]",
+            "backends[0].weight",
+            "0",
+        ),
+        (
+            "backends: [{url: http://a:1, wieght: 2}]",
+            "backends[0].wieght",
+            "wieght",
+        ),
         ("backends: [{weight: 2}]", "backends[0]", "url"),
         ("backends: [42]", "backends[0]", "a number"),
         ("port: 70000", "port", "70000"),
@@ -101,7 +133,11 @@ fn every_mistake_names_its_key_and_value() {
         ("admin: {listen: 'x:y'}", "admin.listen", "x:y"),
         ("admin: {token: ''}", "admin.token", "empty"),
         ("admin: {lsten: '127.0.0.1:1'}", "", "lsten"),
-        ("tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}", "tls.cert", "/nonexistent/c.pem"),
+        (
+            "tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}",
+            "tls.cert",
+            "/nonexistent/c.pem",
+        ),
         ("tls: {key: /k.pem}", "tls.cert", "missing"),
         ("sticky_cookie: 'a b'", "sticky_cookie", "a b"),
         ("retries: 99", "retries", "99"),
@@ -114,9 +150,15 @@ fn every_mistake_names_its_key_and_value() {
         let e = bad(text);
         assert_eq!(&e.key, key, "wrong key for {text:?}: {e}");
         let shown = e.to_string();
-        assert!(shown.contains(needle), "{text:?}: message {shown:?} lacks {needle:?}");
+        assert!(
+            shown.contains(needle),
+            "{text:?}: message {shown:?} lacks {needle:?}"
+        );
         if !key.is_empty() {
-            assert!(shown.starts_with(key), "{shown:?} does not start with {key:?}");
+            assert!(
+                shown.starts_with(key),
+                "{shown:?} does not start with {key:?}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@ pub mod checker;
 mod probe;
 
 pub use checker::HealthChecker;
-pub use probe::Prober;
+pub use probe::{probe_reason, Prober};
 
 /// What the pool believes about a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +111,12 @@ mod tests {
     fn fall_consecutive_failures_take_it_down_once() {
         let mut t = Tracker::default();
         t.observe(true, 2, 3);
-        let got = run(&mut t, &[false, false, true, false, false, false, false], 2, 3);
+        let got = run(
+            &mut t,
+            &[false, false, true, false, false, false, false],
+            2,
+            3,
+        );
         use Transition::*;
         assert_eq!(got, vec![None, None, None, None, None, Some(Down), None]);
     }

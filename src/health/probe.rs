@@ -42,7 +42,7 @@ impl Prober {
                 format_duration(self.timeout)
             )),
             Ok(Ok(())) => Observation::Passed,
-            Ok(Err(e)) => Observation::Failed(describe(&e, self.timeout)),
+            Ok(Err(e)) => Observation::Failed(probe_reason(&e, self.timeout)),
         }
     }
 
@@ -105,10 +105,12 @@ impl Prober {
 }
 
 /// A short reason for logs and `/status`: "connection refused", "health check returned 500".
-pub fn describe(e: &Error, timeout: Duration) -> String {
+pub fn probe_reason(e: &Error, timeout: Duration) -> String {
     match e.etype() {
         ErrorType::ConnectRefused => "connection refused".into(),
-        ErrorType::ConnectTimedout => format!("connect timed out after {}", format_duration(timeout)),
+        ErrorType::ConnectTimedout => {
+            format!("connect timed out after {}", format_duration(timeout))
+        }
         ErrorType::ConnectNoRoute => "no route to host".into(),
         ErrorType::ReadTimedout => format!("no answer within {}", format_duration(timeout)),
         ErrorType::ConnectionClosed => "connection closed".into(),
@@ -116,6 +118,6 @@ pub fn describe(e: &Error, timeout: Duration) -> String {
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
             format!("TLS handshake failed: {}", e.root_cause())
         }
-        other => format!("{}", other.as_str()),
+        other => other.as_str().to_string(),
     }
 }

@@ -1,0 +1,308 @@
+//! The admin API's routing: one match on (method, path) dispatching to small handlers that
+//! build a response. No socket here: the `ServeHttp` adapter in `mod.rs` feeds it.
+
+use std::time::UNIX_EPOCH;
+
+use http::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::balancer::PoolError;
+use crate::config::{BackendSpec, BackendUrl};
+use crate::control::{Control, ControlError};
+use crate::metrics::Metrics;
+use crate::pool::Backend;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A request as the router sees it.
+#[derive(Debug, Default)]
+pub struct AdminRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    /// `None` when the body was larger than [`MAX_BODY`].
+    pub body: Option<Vec<u8>>,
+}
+
+/// A response: status, body and the few headers the API sets.
+#[derive(Debug)]
+pub struct AdminResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub allow: Option<&'static str>,
+    pub www_authenticate: bool,
+}
+
+impl AdminResponse {
+    pub fn json(status: u16, value: &Value) -> AdminResponse {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        AdminResponse {
+            status,
+            content_type: "application/json",
+            body,
+            allow: None,
+            www_authenticate: false,
+        }
+    }
+
+    pub fn error(status: u16, message: impl std::fmt::Display) -> AdminResponse {
+        AdminResponse::json(status, &json!({ "error": message.to_string() }))
+    }
+}
+
+/// What the handlers need.
+pub struct AdminApi {
+    pub control: std::sync::Arc<Control>,
+    pub metrics: std::sync::Arc<Metrics>,
+    pub token: Option<String>,
+}
+
+impl AdminApi {
+    /// Routes one request.
+    pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let path = req.path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        let public = path == "/healthz" && is_read(&req.method);
+        if !public && !self.authorized(&req) {
+            let mut r = AdminResponse::error(401, "missing or wrong bearer token");
+            r.www_authenticate = true;
+            return r;
+        }
+        match (path, &req.method) {
+            ("/healthz", m) if is_read(m) => AdminResponse::json(200, &json!({"status": "ok"})),
+            ("/status", m) if is_read(m) => self.status(),
+            ("/metrics", m) if is_read(m) => AdminResponse {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: self.metrics.render(),
+                allow: None,
+                www_authenticate: false,
+            },
+            ("/backends", m) if is_read(m) => self.list(),
+            ("/backends", &Method::POST) => self.add(&req).await,
+            ("/backends", &Method::DELETE) => self.remove(&req).await,
+            ("/healthz" | "/status" | "/metrics", _) => not_allowed("GET, HEAD"),
+            ("/backends", _) => not_allowed("GET, HEAD, POST, DELETE"),
+            _ => AdminResponse::error(404, format!("no such endpoint: {}", req.path)),
+        }
+    }
+
+    fn authorized(&self, req: &AdminRequest) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+
+    fn status(&self) -> AdminResponse {
+        let balancer = self.control.balancer();
+        let snap = balancer.snapshot();
+        let active = snap.backends.iter().filter(|b| b.is_ready()).count();
+        let draining: Vec<Value> = balancer
+            .draining()
+            .iter()
+            .map(|b| backend_json(b))
+            .collect();
+        AdminResponse::json(
+            200,
+            &json!({
+                "total_backends": snap.backends.len(),
+                "active_backends": active,
+                "strategy": balancer.kind().name(),
+                "backends": snap.backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
+                "draining": draining,
+            }),
+        )
+    }
+
+    fn list(&self) -> AdminResponse {
+        let snap = self.control.balancer().snapshot();
+        AdminResponse::json(
+            200,
+            &Value::Array(snap.backends.iter().map(|b| backend_json(b)).collect()),
+        )
+    }
+
+    async fn add(&self, req: &AdminRequest) -> AdminResponse {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AddBody {
+            url: String,
+            weight: Option<i64>,
+        }
+        let body = match json_body(req) {
+            Ok(Some(b)) => b,
+            Ok(None) => return AdminResponse::error(400, "missing JSON body {\"url\": ...}"),
+            Err(r) => return r,
+        };
+        let parsed: AddBody = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, format!("invalid JSON body: {e}")),
+        };
+        let url = match BackendUrl::parse(&parsed.url) {
+            Ok(u) => u,
+            Err(e) => return AdminResponse::error(400, e),
+        };
+        let weight = match BackendSpec::check_weight("weight", parsed.weight.unwrap_or(1)) {
+            Ok(w) => w,
+            Err(e) => return AdminResponse::error(400, e),
+        };
+        match self.control.add(BackendSpec { url, weight }).await {
+            Ok(b) => AdminResponse::json(201, &backend_json(&b)),
+            Err(e) => control_error(e),
+        }
+    }
+
+    async fn remove(&self, req: &AdminRequest) -> AdminResponse {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RemoveBody {
+            url: String,
+        }
+        let from_query = req.query.as_deref().and_then(|q| query_param(q, "url"));
+        let text = match (from_query, json_body(req)) {
+            (_, Err(r)) => return r,
+            (Some(u), Ok(None)) => u,
+            (None, Ok(Some(body))) => match serde_json::from_slice::<RemoveBody>(&body) {
+                Ok(b) => b.url,
+                Err(e) => return AdminResponse::error(400, format!("invalid JSON body: {e}")),
+            },
+            (Some(_), Ok(Some(_))) => {
+                return AdminResponse::error(400, "give the URL in the body or in ?url=, not both")
+            }
+            (None, Ok(None)) => {
+                return AdminResponse::error(400, "missing backend: {\"url\": ...} or ?url=...")
+            }
+        };
+        let url = match BackendUrl::parse(&text) {
+            Ok(u) => u,
+            Err(e) => return AdminResponse::error(400, e),
+        };
+        match self.control.remove(&url).await {
+            Ok(b) => AdminResponse::json(200, &json!({"removed": backend_json(&b)})),
+            Err(e) => control_error(e),
+        }
+    }
+}
+
+fn is_read(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+fn not_allowed(allow: &'static str) -> AdminResponse {
+    let mut r = AdminResponse::error(405, format!("method not allowed (allowed: {allow})"));
+    r.allow = Some(allow);
+    r
+}
+
+/// The body if there is one, checked for size and content type.
+fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
+    let Some(body) = &req.body else {
+        return Err(AdminResponse::error(
+            413,
+            format!("request body over {} KiB", MAX_BODY / 1024),
+        ));
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(ct) = &req.content_type {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(AdminResponse::error(
+                415,
+                format!("content type {mime:?} is not supported; send application/json"),
+            ));
+        }
+    }
+    Ok(Some(body.clone()))
+}
+
+fn control_error(e: ControlError) -> AdminResponse {
+    let status = match &e {
+        ControlError::Pool(PoolError::Duplicate(_)) => 409,
+        ControlError::Pool(PoolError::NotFound(_)) => 404,
+        ControlError::Invalid(_) => 400,
+        ControlError::Store(_) => 500,
+        ControlError::Frozen => 503,
+    };
+    AdminResponse::error(status, e)
+}
+
+/// One backend as `/status` shows it.
+pub fn backend_json(b: &Backend) -> Value {
+    let record = b.health();
+    let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    json!({
+        "url": b.name,
+        "alive": b.is_ready(),
+        "current_connections": b.in_flight(),
+        "weight": b.weight,
+        "health": record.tracker.health().name(),
+        "last_change": unix(record.changed_at),
+        "last_change_reason": record.reason,
+        "last_probe": record.last_probe.map(unix),
+        "requests": b.requests(),
+        "errors": b.errors(),
+    })
+}
+
+/// The decoded value of `name` in a query string.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)? << 4) | hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match (decoded, bytes[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests;

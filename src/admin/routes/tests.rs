@@ -1,0 +1,226 @@
+//! Unit tests of admin routing and handlers, without sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::balancer::{strategy, Balancer, LoadBalancer, Observation};
+use crate::config::{HealthConfig, StrategyKind, Timeouts};
+use crate::health::Prober;
+
+fn api(token: Option<&str>) -> AdminApi {
+    let balancer = Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1));
+    let health = HealthConfig {
+        interval: Duration::from_secs(10),
+        path: None,
+        timeout: Duration::from_millis(300),
+        rise: 1,
+        fall: 1,
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_secs(1),
+    };
+    let prober = Arc::new(Prober::new(&health));
+    let control = Arc::new(Control::new(
+        balancer.clone(),
+        prober,
+        None,
+        timeouts,
+        b"k".to_vec(),
+    ));
+    control
+        .seed(&[BackendSpec {
+            url: BackendUrl::parse("http://127.0.0.1:9").expect("valid"),
+            weight: 2,
+        }])
+        .expect("seeded");
+    let b = balancer.snapshot().backends[0].clone();
+    balancer.set_backend_status(&b, Observation::Passed);
+    let metrics = Arc::new(Metrics::new(balancer).expect("metrics"));
+    AdminApi {
+        control,
+        metrics,
+        token: token.map(str::to_owned),
+    }
+}
+
+fn req(method: Method, path: &str, body: &str) -> AdminRequest {
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (path.to_string(), None),
+    };
+    AdminRequest {
+        method,
+        path,
+        query,
+        authorization: None,
+        content_type: Some("application/json".into()),
+        body: Some(body.as_bytes().to_vec()),
+    }
+}
+
+fn body(r: &AdminResponse) -> Value {
+    serde_json::from_slice(&r.body).expect("JSON body")
+}
+
+fn pool_urls(api: &AdminApi) -> Vec<String> {
+    api.control
+        .balancer()
+        .snapshot()
+        .backends
+        .iter()
+        .map(|b| b.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn status_has_the_spec_shape() {
+    let api = api(None);
+    let r = api.handle(req(Method::GET, "/status", "")).await;
+    assert_eq!(r.status, 200);
+    let v = body(&r);
+    assert_eq!(v["total_backends"], 1);
+    assert_eq!(v["active_backends"], 1);
+    assert_eq!(v["strategy"], "round-robin");
+    let b = &v["backends"][0];
+    assert_eq!(b["url"], "http://127.0.0.1:9");
+    assert_eq!(b["alive"], true);
+    assert_eq!(b["current_connections"], 0);
+    assert_eq!(b["weight"], 2);
+    assert_eq!(b["health"], "up");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_status_and_changes_nothing() {
+    let api = api(None);
+    let before = pool_urls(&api);
+    let big = format!("{{\"url\": \"http://a:1\", \"x\": \"{}\"}}", "a".repeat(10));
+    let cases: Vec<(AdminRequest, u16)> = vec![
+        (req(Method::POST, "/backends", "{not json"), 400),
+        (req(Method::POST, "/backends", "{}"), 400),
+        (
+            req(
+                Method::POST,
+                "/backends",
+                r#"{"url": "http://a:1", "extra": 1}"#,
+            ),
+            400,
+        ),
+        (req(Method::POST, "/backends", &big), 400),
+        (
+            req(Method::POST, "/backends", r#"{"url": "ftp://a:1"}"#),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
+                r#"{"url": "http://a:1", "weight": 0}"#,
+            ),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
+                r#"{"url": "http://127.0.0.1:9/"}"#,
+            ),
+            409,
+        ),
+        (req(Method::POST, "/backends", ""), 400),
+        (
+            req(
+                Method::DELETE,
+                "/backends",
+                r#"{"url": "http://127.0.0.1:10"}"#,
+            ),
+            404,
+        ),
+        (
+            req(
+                Method::DELETE,
+                "/backends?url=http%3A%2F%2F127.0.0.1%3A10",
+                "",
+            ),
+            404,
+        ),
+        (req(Method::DELETE, "/backends", r#"{"url": 5}"#), 400),
+        (req(Method::DELETE, "/backends", ""), 400),
+        (req(Method::PUT, "/backends", ""), 405),
+        (req(Method::POST, "/status", ""), 405),
+        (req(Method::GET, "/nope", ""), 404),
+    ];
+    for (r, want) in cases {
+        let label = format!(
+            "{} {} {:?}",
+            r.method,
+            r.path,
+            r.body.as_deref().map(String::from_utf8_lossy)
+        );
+        let resp = api.handle(r).await;
+        assert_eq!(resp.status, want, "{label}");
+        assert!(body(&resp)["error"].is_string(), "{label}: no error field");
+    }
+    let mut too_big = req(Method::POST, "/backends", "");
+    too_big.body = None;
+    assert_eq!(api.handle(too_big).await.status, 413);
+    let mut form = req(Method::POST, "/backends", "url=http://a:1");
+    form.content_type = Some("application/x-www-form-urlencoded".into());
+    assert_eq!(api.handle(form).await.status, 415);
+    assert_eq!(pool_urls(&api), before);
+}
+
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_ones() {
+    let api = api(None);
+    let r = api.handle(req(Method::PATCH, "/backends", "")).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.allow, Some("GET, HEAD, POST, DELETE"));
+}
+
+#[tokio::test]
+async fn delete_by_query_or_body_removes() {
+    let api = api(None);
+    let r = api
+        .handle(req(Method::DELETE, "/backends?url=http://127.0.0.1:9", ""))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(pool_urls(&api).is_empty());
+}
+
+#[tokio::test]
+async fn token_guards_everything_but_healthz() {
+    let api = api(Some("s3cret"));
+    assert_eq!(
+        api.handle(req(Method::GET, "/healthz", "")).await.status,
+        200
+    );
+    let r = api.handle(req(Method::GET, "/status", "")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.www_authenticate);
+    let mut wrong = req(Method::GET, "/status", "");
+    wrong.authorization = Some("Bearer s3cre".into());
+    assert_eq!(api.handle(wrong).await.status, 401);
+    let mut right = req(Method::GET, "/status", "");
+    right.authorization = Some("Bearer s3cret".into());
+    assert_eq!(api.handle(right).await.status, 200);
+}
+
+#[test]
+fn query_params_are_decoded() {
+    assert_eq!(
+        query_param("a=1&url=http%3A%2F%2Fh%3A1", "url").as_deref(),
+        Some("http://h:1")
+    );
+    assert_eq!(query_param("url=%zz%", "url").as_deref(), Some("%zz%"));
+    assert_eq!(query_param("x=1", "url"), None);
+}
+
+#[test]
+fn constant_time_eq_compares_whole_values() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+    assert!(!constant_time_eq(b"", b"a"));
+}

@@ -1,0 +1,108 @@
+//! Shutdown and upgrade: freezes the pool's write side once the listeners start moving to a
+//! new process, and ends the process as soon as the last in-flight request has finished
+//! (Pingora would otherwise sleep out the whole grace period).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use log::info;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::sync::broadcast;
+
+use crate::balancer::Balancer;
+use crate::control::Control;
+
+/// How often the drain is checked after shutdown starts.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How long the pool must stay idle before the process exits.
+const DRAIN_SETTLE: Duration = Duration::from_millis(300);
+
+pub struct Lifecycle {
+    control: Arc<Control>,
+    balancer: Arc<Balancer>,
+    phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    pid_file: PathBuf,
+}
+
+impl Lifecycle {
+    pub fn new(
+        control: Arc<Control>,
+        phases: broadcast::Receiver<ExecutionPhase>,
+        pid_file: PathBuf,
+    ) -> Lifecycle {
+        Lifecycle {
+            balancer: control.balancer().clone(),
+            control,
+            phases: std::sync::Mutex::new(Some(phases)),
+            pid_file,
+        }
+    }
+
+    async fn watch_phases(&self, mut phases: broadcast::Receiver<ExecutionPhase>) {
+        loop {
+            match phases.recv().await {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    self.control.freeze();
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn drained(&self) {
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        loop {
+            if self.balancer.total_in_flight() == 0 {
+                let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= DRAIN_SETTLE {
+                    return;
+                }
+            } else {
+                idle_since = None;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(phases) = phases {
+            tokio::select! {
+                _ = self.watch_phases(phases) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        self.control.freeze();
+        self.drained().await;
+        info!("all in-flight requests finished; exiting");
+        remove_own_pid_file(&self.pid_file);
+        std::process::exit(0);
+    }
+}
+
+/// Removes the pid file if it names this process (after an upgrade it names the new one).
+pub fn remove_own_pid_file(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,393 @@
+//! The proxy: Pingora's `ProxyHttp` phases as Portico uses them. Selection goes to the
+//! [`Balancer`]; the request context owns the backend [`Lease`], so in-flight accounting ends
+//! with the request whatever way it ends.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::info;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorSource;
+
+use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
+use crate::config::{format_duration, StrategyKind};
+use crate::health::probe_reason;
+use crate::metrics::Metrics;
+use crate::pool::{Lease, Tried};
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Per-proxy settings fixed at start-up.
+pub struct ProxySettings {
+    pub retries: u32,
+    pub access_log: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub sticky_cookie: String,
+    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
+    pub tls: bool,
+}
+
+pub struct Proxy {
+    balancer: Arc<Balancer>,
+    metrics: Arc<Metrics>,
+    settings: ProxySettings,
+    cookie_mode: bool,
+}
+
+impl Proxy {
+    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+        Proxy {
+            cookie_mode: balancer.kind() == StrategyKind::Cookie,
+            balancer,
+            metrics,
+            settings,
+        }
+    }
+}
+
+/// What Portico keeps for one request.
+pub struct RequestCtx {
+    lease: Option<Lease>,
+    tried: Tried,
+    started: Instant,
+    set_cookie: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            lease: None,
+            tried: Tried::default(),
+            started: Instant::now(),
+            set_cookie: false,
+        }
+    }
+
+    /// No response compression module: Portico passes bodies through as the backend sent them.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
+    /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        if let Some(previous) = ctx.lease.take() {
+            ctx.tried.insert(previous.backend().id);
+        }
+        let cookie = if self.cookie_mode {
+            find_cookie(session.req_header(), &self.settings.sticky_cookie)
+        } else {
+            None
+        };
+        let key = RequestKey {
+            client_ip: client_ip(session),
+            cookie,
+        };
+        let Some(lease) = self.balancer.next_valid_peer(&key, &ctx.tried) else {
+            return Error::e_explain(HTTPStatus(503), "no backend available");
+        };
+        let backend = lease.backend();
+        ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
+        let peer = backend.peer();
+        ctx.lease = Some(lease);
+        Ok(peer)
+    }
+
+    /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`; drops hop-by-hop headers
+    /// (kept for a protocol upgrade such as WebSocket, which needs them).
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !session.is_upgrade_req() {
+            strip_hop_by_hop(
+                req.headers.get_all("connection").iter().cloned().collect(),
+                |h| {
+                    let _ = req.remove_header(h);
+                },
+            );
+        }
+        if let Some(ip) = client_ip(session) {
+            let forwarded = match req.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+                Some(Ok(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            req.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        req.insert_header(
+            "X-Forwarded-Proto",
+            if self.settings.tls { "https" } else { "http" },
+        )?;
+        let host = req
+            .headers
+            .get("host")
+            .cloned()
+            .or_else(|| req.uri.authority().and_then(|a| a.as_str().parse().ok()));
+        if let Some(host) = host {
+            req.insert_header("X-Forwarded-Host", host)?;
+        }
+        Ok(())
+    }
+
+    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade).
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.as_u16() != 101 {
+            strip_hop_by_hop(
+                resp.headers.get_all("connection").iter().cloned().collect(),
+                |h| {
+                    let _ = resp.remove_header(h);
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets the sticky cookie when the `cookie` strategy chose a backend the client did not name.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.set_cookie {
+            if let Some(lease) = &ctx.lease {
+                let secure = if self.settings.tls { "; Secure" } else { "" };
+                let value = format!(
+                    "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                    self.settings.sticky_cookie,
+                    lease.backend().cookie_token
+                );
+                resp.append_header("Set-Cookie", value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A backend that refuses the connection or does not accept in time is marked DOWN at
+    /// once; the request is retried on another backend, up to `retries` times.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = &ctx.lease {
+            let backend = lease.backend();
+            backend.count_error();
+            if matches!(
+                e.etype(),
+                ConnectRefused | ConnectTimedout | ConnectNoRoute | ConnectError
+            ) {
+                let reason = probe_reason(&e, self.settings.connect_timeout);
+                self.balancer
+                    .set_backend_status(backend, Observation::Refused(reason));
+            }
+        }
+        if ctx.tried.len() < self.settings.retries as usize {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// Answers errors with a short JSON body: 503 when no backend is available, 504 when the
+    /// backend stayed silent past `timeouts.read`, 502 for other backend failures.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, message) = match (e.etype(), e.esource()) {
+            (HTTPStatus(503), _) => (503, "no backend available".to_string()),
+            (HTTPStatus(code), _) => (*code, "request failed".to_string()),
+            (ReadTimedout, ErrorSource::Upstream) => (
+                504,
+                format!(
+                    "backend did not answer within {}",
+                    format_duration(self.settings.read_timeout)
+                ),
+            ),
+            (_, ErrorSource::Upstream) => (502, "backend failed".to_string()),
+            (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
+                (0, String::new())
+            }
+            (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
+            _ => (500, "internal error".to_string()),
+        };
+        if let Some(lease) = &ctx.lease {
+            if code >= 500 && code != 503 {
+                lease.backend().count_error();
+            }
+        }
+        if code > 0 && session.response_written().is_none() {
+            let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
+            if let Ok(resp) = json_header(code, body.len()) {
+                let _ = session.write_response_header(Box::new(resp), false).await;
+                let _ = session.write_response_body(Some(body), true).await;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Counts the request in the metrics and writes the access log line when enabled.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.metrics.observe(status, elapsed);
+        if let Some(lease) = &ctx.lease {
+            if status >= 500 && _e.is_none() {
+                lease.backend().count_error();
+            }
+        }
+        if self.settings.access_log {
+            let req = session.req_header();
+            let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
+            let backend = ctx
+                .lease
+                .as_ref()
+                .map_or("-", |l| l.backend().name.as_str());
+            info!(
+                target: "portico::access",
+                "{client} \"{} {}\" {status} {backend} {:.3}ms",
+                req.method,
+                req.uri,
+                elapsed.as_secs_f64() * 1000.0
+            );
+        }
+    }
+
+    /// Keeps Pingora's error log for real failures; a client that went away is not one.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Calls `remove` for every hop-by-hop header and every header the `Connection` header lists.
+fn strip_hop_by_hop(connection: Vec<http::HeaderValue>, mut remove: impl FnMut(&str)) {
+    for v in &connection {
+        if let Ok(list) = v.to_str() {
+            for name in list.split(',') {
+                let name = name.trim();
+                if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+                    remove(name);
+                }
+            }
+        }
+    }
+    for h in HOP_BY_HOP {
+        remove(h);
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if any.
+pub fn find_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// A response header for a JSON body of `len` bytes.
+pub fn json_header(code: u16, len: usize) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", len.to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    Ok(resp)
+}
+
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("valid");
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).expect("valid header");
+        }
+        req
+    }
+
+    #[test]
+    fn finds_the_named_cookie_among_others() {
+        let req = request(&[("Cookie", "a=1; portico_backend=abc"), ("Cookie", "b=2")]);
+        assert_eq!(find_cookie(&req, "portico_backend"), Some("abc"));
+        assert_eq!(find_cookie(&req, "b"), Some("2"));
+        assert_eq!(find_cookie(&req, "portico"), None);
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut req = request(&[
+            ("Connection", "keep-alive, X-Secret"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Secret", "1"),
+            ("TE", "trailers"),
+            ("Accept", "*/*"),
+        ]);
+        let conn = req.headers.get_all("connection").iter().cloned().collect();
+        strip_hop_by_hop(conn, |h| {
+            let _ = req.remove_header(h);
+        });
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn json_errors_are_valid_json() {
+        let s = json_string("quote \" and \\ slash");
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
+        assert_eq!(v, "quote \" and \\ slash");
+    }
+}
