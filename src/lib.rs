@@ -124,6 +124,9 @@ fn tls_settings(tls: &config::TlsConfig) -> Result<TlsSettings, BuildError> {
 /// only after the health checker's first round.
 pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let mut p = prepare(config)?;
+    if !opts.upgrade {
+        check_listeners_free(&p.config, opts.demo)?;
+    }
     let opt = Opt {
         upgrade: opts.upgrade,
         daemon: opts.daemon,
@@ -186,4 +189,33 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         }
     }
     Ok(server)
+}
+
+/// Fails when a listen address is already taken (Pingora would panic in a worker thread and
+/// leave the process half up). Skipped with `-u`: the sockets then come from the old process.
+fn check_listeners_free(conf: &Config, demo: bool) -> Result<(), BuildError> {
+    let mut addrs = vec![("listen", conf.listen), ("admin.listen", conf.admin.listen)];
+    if let Some(tls) = &conf.tls {
+        addrs.push(("tls.listen", tls.listen));
+    }
+    if demo {
+        for port in demo::DEMO_PORTS {
+            addrs.push(("--demo", std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+    }
+    for (key, addr) in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let bound = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)
+        });
+        if let Err(e) = bound {
+            return Err(BuildError(format!("{key}: cannot listen on {addr}: {e}")));
+        }
+    }
+    Ok(())
 }

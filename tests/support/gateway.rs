@@ -1,0 +1,279 @@
+//! Launches the real `portico` binary with a temporary configuration and free ports.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::{client, eventually, free_port};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portico");
+
+/// Builds a configuration for a test gateway. Defaults are fast: probes every 300 ms with a
+/// 500 ms timeout, rise 1, fall 1, a 3 s grace period.
+#[derive(Clone)]
+pub struct GatewayBuilder {
+    pub strategy: String,
+    pub backends: Vec<(String, u32)>,
+    pub health_frequency: String,
+    pub health_path: Option<String>,
+    pub health_timeout: String,
+    pub rise: u32,
+    pub fall: u32,
+    pub connect_timeout: String,
+    pub read_timeout: String,
+    pub grace_period: u64,
+    pub token: Option<String>,
+    pub state_file: Option<PathBuf>,
+    pub access_log: bool,
+    pub threads: u32,
+    /// Appended verbatim to the YAML (extra keys, e.g. `tls:`).
+    pub extra: String,
+    pub args: Vec<String>,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        GatewayBuilder {
+            strategy: "round-robin".into(),
+            backends: Vec::new(),
+            health_frequency: "300ms".into(),
+            health_path: Some("/health".into()),
+            health_timeout: "500ms".into(),
+            rise: 1,
+            fall: 1,
+            connect_timeout: "1s".into(),
+            read_timeout: "5s".into(),
+            grace_period: 3,
+            token: None,
+            state_file: None,
+            access_log: true,
+            threads: 2,
+            extra: String::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    pub fn backend(mut self, url: impl Into<String>) -> Self {
+        self.backends.push((url.into(), 1));
+        self
+    }
+
+    pub fn weighted(mut self, url: impl Into<String>, weight: u32) -> Self {
+        self.backends.push((url.into(), weight));
+        self
+    }
+
+    pub fn strategy(mut self, s: &str) -> Self {
+        self.strategy = s.into();
+        self
+    }
+
+    /// The YAML for ports `port`/`admin_port` and files under `dir`.
+    pub fn yaml(&self, dir: &Path, port: u16, admin_port: u16) -> String {
+        let mut y = format!(
+            "threads: {}\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: {}\n\
+             graceful_shutdown_timeout_seconds: 1\nlisten: \"127.0.0.1:{port}\"\n\
+             strategy: {}\nhealth_check_frequency: {}\nhealth_check:\n",
+            self.threads,
+            dir.join("portico.pid").display(),
+            dir.join("upgrade.sock").display(),
+            self.grace_period,
+            self.strategy,
+            self.health_frequency,
+        );
+        if let Some(p) = &self.health_path {
+            y += &format!("  path: {p}\n");
+        }
+        y += &format!(
+            "  timeout: {}\n  rise: {}\n  fall: {}\n",
+            self.health_timeout, self.rise, self.fall
+        );
+        y += &format!(
+            "timeouts:\n  connect: {}\n  read: {}\n",
+            self.connect_timeout, self.read_timeout
+        );
+        y += &format!("admin:\n  listen: \"127.0.0.1:{admin_port}\"\n");
+        if let Some(t) = &self.token {
+            y += &format!("  token: {t}\n");
+        }
+        if let Some(s) = &self.state_file {
+            y += &format!("state_file: {}\n", s.display());
+        }
+        y += &format!("access_log: {}\n", self.access_log);
+        if self.backends.is_empty() {
+            y += "backends: []\n";
+        } else {
+            y += "backends:\n";
+            for (url, w) in &self.backends {
+                y += &format!("  - url: {url}\n    weight: {w}\n");
+            }
+        }
+        y += &self.extra;
+        y
+    }
+
+    /// Starts the gateway and waits until it serves (admin `/healthz` and the proxy port).
+    pub async fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin_port) = (free_port(), free_port());
+        let config = dir.path().join("portico.yaml");
+        fs::write(&config, self.yaml(dir.path(), port, admin_port)).expect("write config");
+        let gw = Gateway::spawn(dir, config, port, admin_port, &self.args);
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Runs `portico -t` on this configuration.
+    pub fn check(&self) -> Output {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portico.yaml");
+        fs::write(&config, self.yaml(dir.path(), free_port(), free_port())).expect("write");
+        check_file(&config)
+    }
+}
+
+/// Runs `portico -t -c path`.
+pub fn check_file(path: &Path) -> Output {
+    Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .expect("run portico -t")
+}
+
+/// A running `portico` process; killed when dropped.
+pub struct Gateway {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Gateway {
+    /// Spawns `portico -c config` with output to a log file in `dir`.
+    pub fn spawn(dir: TempDir, config: PathBuf, port: u16, admin_port: u16, args: &[String]) -> Gateway {
+        let n = fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log_path = dir.path().join(format!("portico-{n}.log"));
+        let log = fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn portico");
+        Gateway {
+            dir,
+            config,
+            port,
+            admin_port,
+            child,
+            log_path,
+        }
+    }
+
+    /// Waits until the admin API answers and the proxy port accepts connections.
+    pub async fn wait_ready(&self) {
+        let admin = self.admin("/healthz");
+        let http = client();
+        let port = self.port;
+        let ready = eventually(Duration::from_secs(20), || {
+            let (http, admin) = (http.clone(), admin.clone());
+            async move {
+                let admin_ok = matches!(http.get(&admin).send().await, Ok(r) if r.status() == 200);
+                admin_ok && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            }
+        })
+        .await;
+        assert!(ready, "gateway did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status(&self) -> Value {
+        client()
+            .get(self.admin("/status"))
+            .send()
+            .await
+            .expect("status request")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
+    /// The `/status` entry of the backend with this URL, if present.
+    pub async fn backend(&self, url: &str) -> Option<Value> {
+        let status = self.status().await;
+        status["backends"]
+            .as_array()?
+            .iter()
+            .find(|b| b["url"] == url)
+            .cloned()
+    }
+
+    /// Waits until the backend's `alive` flag equals `alive`.
+    pub async fn wait_alive(&self, url: &str, alive: bool, deadline: Duration) -> bool {
+        eventually(deadline, || async {
+            self.backend(url).await.is_some_and(|b| b["alive"] == alive)
+        })
+        .await
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal portico");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
