@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::info;
 
@@ -13,6 +14,9 @@ use crate::config::{BackendSpec, BackendUrl, Timeouts};
 use crate::health::Prober;
 use crate::pool::Backend;
 use crate::store::PoolStore;
+
+/// How long resolving the host of a backend added at runtime may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a change was refused; each maps to one admin API status.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +31,14 @@ pub enum ControlError {
     Frozen,
 }
 
+/// The write side of the pool. Changes are serialised; each one is stored durably (when a
+/// store is configured) before it is applied, and is acknowledged only once both are done.
+/// A change that has started runs to completion even if its caller goes away, so the store
+/// and the pool never disagree.
 pub struct Control {
     balancer: Arc<Balancer>,
     prober: Arc<Prober>,
-    store: Option<Box<dyn PoolStore>>,
+    store: Option<Arc<dyn PoolStore>>,
     timeouts: Timeouts,
     cookie_key: Vec<u8>,
     next_id: AtomicU64,
@@ -40,6 +48,7 @@ pub struct Control {
 }
 
 impl Control {
+    /// A control over `balancer`; `store` (if any) receives the whole pool on every change.
     pub fn new(
         balancer: Arc<Balancer>,
         prober: Arc<Prober>,
@@ -50,7 +59,7 @@ impl Control {
         Control {
             balancer,
             prober,
-            store,
+            store: store.map(Arc::from),
             timeouts,
             cookie_key,
             next_id: AtomicU64::new(1),
@@ -59,16 +68,18 @@ impl Control {
         }
     }
 
+    /// The balancer this control writes to.
     pub fn balancer(&self) -> &Arc<Balancer> {
         &self.balancer
     }
 
+    /// The configured store, if any.
     pub fn store(&self) -> Option<&dyn PoolStore> {
         self.store.as_deref()
     }
 
     /// Refuses further changes (the listeners are moving to a new process, which has already
-    /// loaded the stored pool).
+    /// loaded the stored pool). A change already past its checks still completes.
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
@@ -107,37 +118,39 @@ impl Control {
         specs
     }
 
-    fn persist(&self, specs: &[BackendSpec]) -> Result<(), ControlError> {
-        match &self.store {
-            Some(store) => store
-                .save(specs)
-                .map_err(|e| ControlError::Store(e.to_string())),
-            None => Ok(()),
-        }
+    /// Stores `specs` durably, off the async threads (the store fsyncs).
+    async fn persist(&self, specs: Vec<BackendSpec>) -> Result<(), ControlError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || store.save(&specs))
+            .await
+            .map_err(|e| ControlError::Store(format!("cannot save the pool: {e}")))?
+            .map_err(|e| ControlError::Store(e.to_string()))
     }
 
-    /// Adds a backend: stored, in the pool, then probed once (it takes traffic only if the
-    /// probe passes).
-    pub async fn add(&self, spec: BackendSpec) -> Result<Arc<Backend>, ControlError> {
-        let backend = {
-            let _w = self.write.lock().await;
-            if self.frozen.load(Ordering::SeqCst) {
+    /// Adds a backend: stored, in the pool, then probed once before this returns (it takes
+    /// traffic only once the probe passes). Errors: `Invalid` when the host does not resolve,
+    /// `Pool(Duplicate)`, `Store` (nothing changed), `Frozen`.
+    pub async fn add(self: &Arc<Self>, spec: BackendSpec) -> Result<Arc<Backend>, ControlError> {
+        let addr = resolve(&spec.url).await?;
+        let this = self.clone();
+        let backend = detached(async move {
+            let _w = this.write.lock().await;
+            if this.frozen.load(Ordering::SeqCst) {
                 return Err(ControlError::Frozen);
             }
-            if self.balancer.find(&spec.url).is_some() {
+            if this.balancer.find(&spec.url).is_some() {
                 return Err(PoolError::Duplicate(spec.url.to_string()).into());
             }
-            let url = spec.url.clone();
-            let addr = tokio::task::spawn_blocking(move || url.resolve())
-                .await
-                .map_err(|e| ControlError::Invalid(e.to_string()))?
-                .map_err(ControlError::Invalid)?;
-            let backend = self.backend_at(&spec, addr);
-            self.persist(&self.specs_with(|v| v.push(spec.clone())))?;
-            self.balancer.add_backend(backend.clone())?;
+            let backend = this.backend_at(&spec, addr);
+            this.persist(this.specs_with(|v| v.push(spec.clone())))
+                .await?;
+            this.balancer.add_backend(backend.clone())?;
             info!("backend {} added (weight {})", backend.name, backend.weight);
-            backend
-        };
+            Ok(backend)
+        })
+        .await?;
         let seen = self.prober.probe(&backend).await;
         if backend.is_enabled() {
             self.balancer.set_backend_status(&backend, seen);
@@ -145,22 +158,54 @@ impl Control {
         Ok(backend)
     }
 
-    /// Removes a backend: stored, then out of the pool; requests in flight to it finish.
-    pub async fn remove(&self, url: &BackendUrl) -> Result<Arc<Backend>, ControlError> {
-        let _w = self.write.lock().await;
-        if self.frozen.load(Ordering::SeqCst) {
-            return Err(ControlError::Frozen);
-        }
-        if self.balancer.find(url).is_none() {
-            return Err(PoolError::NotFound(url.to_string()).into());
-        }
-        self.persist(&self.specs_with(|v| v.retain(|s| &s.url != url)))?;
-        let removed = self.balancer.remove_backend(url)?;
-        info!(
-            "backend {} removed ({} requests in flight finish)",
-            removed.name,
-            removed.in_flight()
-        );
-        Ok(removed)
+    /// Removes a backend: stored, then out of the pool. No new request goes to it once this
+    /// returns; requests in flight to it finish. Errors: `Pool(NotFound)`, `Store` (nothing
+    /// changed), `Frozen`.
+    pub async fn remove(self: &Arc<Self>, url: &BackendUrl) -> Result<Arc<Backend>, ControlError> {
+        let this = self.clone();
+        let url = url.clone();
+        detached(async move {
+            let _w = this.write.lock().await;
+            if this.frozen.load(Ordering::SeqCst) {
+                return Err(ControlError::Frozen);
+            }
+            if this.balancer.find(&url).is_none() {
+                return Err(PoolError::NotFound(url.to_string()).into());
+            }
+            this.persist(this.specs_with(|v| v.retain(|s| s.url != url)))
+                .await?;
+            let removed = this.balancer.remove_backend(&url)?;
+            info!(
+                "backend {} removed ({} requests in flight finish)",
+                removed.name,
+                removed.in_flight()
+            );
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Runs `change` on its own task, so that it completes even if the caller is dropped
+/// half-way (a change stored but not applied would make the store and the pool disagree).
+async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::spawn(change)
+        .await
+        .map_err(|e| ControlError::Store(format!("pool change failed: {e}")))?
+}
+
+/// Resolves a backend's host off the async threads, bounded by [`RESOLVE_TIMEOUT`].
+async fn resolve(url: &BackendUrl) -> Result<SocketAddr, ControlError> {
+    let owned = url.clone();
+    let lookup = tokio::task::spawn_blocking(move || owned.resolve());
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(result)) => result.map_err(ControlError::Invalid),
+        Ok(Err(e)) => Err(ControlError::Invalid(format!("cannot resolve {url}: {e}"))),
+        Err(_) => Err(ControlError::Invalid(format!(
+            "cannot resolve {url}: no answer within {}s",
+            RESOLVE_TIMEOUT.as_secs()
+        ))),
     }
 }

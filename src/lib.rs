@@ -80,12 +80,14 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
     if let Some(tls) = &config.tls {
         tls_settings(tls)?;
     }
+    check_ca_file(config.server.ca_file.as_deref())?;
     let balancer = Arc::new(Balancer::new(
         strategy(config.strategy),
         config.health.rise,
         config.health.fall,
     ));
-    let prober = Arc::new(Prober::new(&config.health));
+    let prober =
+        Arc::new(Prober::new(&config.health).with_ca_file(config.server.ca_file.as_deref()));
     let cookie_key = match &config.sticky_secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => format!("portico-sticky:{}", config.sticky_cookie).into_bytes(),
@@ -111,12 +113,86 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
     })
 }
 
+/// The TLS listener's settings: the certificate chain and key are read and checked here
+/// (PEM, key matching the leaf certificate), so a bad file fails `-t` and start-up with a
+/// message naming `tls.cert` or `tls.key` instead of a panic inside Pingora. rustls with
+/// TLS 1.2 and 1.3 only and its default (AEAD, forward-secret) cipher suites; ALPN offers
+/// `h2` then `http/1.1`.
 fn tls_settings(tls: &config::TlsConfig) -> Result<TlsSettings, BuildError> {
-    let (cert, key) = (tls.cert.to_string_lossy(), tls.key.to_string_lossy());
+    use pingora::tls::sign::{CertifiedKey, SingleCertAndKey};
+    use pingora::tls::{
+        load_certs_and_key_files, load_pem_file_ca, load_pem_file_private_key, CryptoProvider,
+    };
+
+    let (cert, key) = (
+        tls.cert.to_string_lossy().into_owned(),
+        tls.key.to_string_lossy().into_owned(),
+    );
+    match load_pem_file_ca(&cert) {
+        Err(e) => return Err(BuildError(format!("tls.cert: cannot load {cert}: {e}"))),
+        Ok(der) if der.is_empty() => {
+            return Err(BuildError(format!(
+                "tls.cert: no PEM certificate found in {cert}"
+            )))
+        }
+        Ok(_) => {}
+    }
+    match load_pem_file_private_key(&key) {
+        Err(e) => return Err(BuildError(format!("tls.key: cannot load {key}: {e}"))),
+        Ok(der) if der.is_empty() => {
+            return Err(BuildError(format!(
+                "tls.key: no PEM private key (PKCS#8, PKCS#1 or SEC1) found in {key}"
+            )))
+        }
+        Ok(_) => {}
+    }
+    let (chain, private_key) = match load_certs_and_key_files(&cert, &key) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            return Err(BuildError(format!(
+                "tls.cert / tls.key: cannot load {cert} / {key}"
+            )))
+        }
+        Err(e) => {
+            return Err(BuildError(format!(
+                "tls.cert / tls.key: cannot load {cert} / {key}: {e}"
+            )))
+        }
+    };
+    // rustls needs a process-wide crypto provider; Pingora installs ring's too, this only
+    // makes sure it is there before the key is checked (a second install is a no-op).
+    pingora::tls::install_default_crypto_provider();
+    let provider = CryptoProvider::get_default()
+        .ok_or_else(|| BuildError("tls: no rustls crypto provider".into()))?;
+    let certified = CertifiedKey::from_der(chain, private_key, provider).map_err(|e| {
+        BuildError(format!(
+            "tls.key: {key} cannot be used with the certificate in {cert}: {e}"
+        ))
+    })?;
     let mut settings = TlsSettings::intermediate(&cert, &key)
         .map_err(|e| BuildError(format!("tls: cannot load {cert} / {key}: {e}")))?;
+    // Serve the chain loaded (and checked) above: Pingora does not read the files again, so
+    // a file changed after the check cannot make a worker panic.
+    settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     settings.enable_h2();
     Ok(settings)
+}
+
+/// Checks Pingora's `ca_file` (the roots that HTTPS backends are verified against) loads,
+/// so that a bad file fails `-t` and start-up with a message instead of a panic.
+fn check_ca_file(ca_file: Option<&str>) -> Result<(), BuildError> {
+    let Some(path) = ca_file else {
+        return Ok(());
+    };
+    let mut roots = pingora::tls::RootCertStore::empty();
+    pingora::tls::load_ca_file_into_store(path, &mut roots)
+        .map_err(|e| BuildError(format!("ca_file: cannot load {path}: {e}")))?;
+    if roots.is_empty() {
+        return Err(BuildError(format!(
+            "ca_file: no PEM certificate found in {path}"
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the Pingora server: health checker, proxy (HTTP and optional TLS), admin API,
@@ -136,13 +212,17 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     };
     let server_conf = std::mem::take(&mut p.config.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    server.bootstrap();
 
     let phases = server.watch_execution_phase();
     let conf = &p.config;
 
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health = server.add_service(background_service("health checker", checker));
+    // Bootstrap (with `-u`: receive the listening sockets; with `-d` and
+    // `daemon_wait_for_ready`: release the waiting parent) runs after the first health round,
+    // in the daemon, so the old process is asked to hand over only once this one is ready.
+    let boot = server.bootstrap_as_a_service();
+    boot.add_dependency(&health);
 
     let settings = |tls: bool| ProxySettings {
         retries: conf.retries,
@@ -158,7 +238,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         "proxy",
     );
     proxy.add_tcp(&conf.listen.to_string());
-    server.add_service(proxy).add_dependency(&health);
+    server.add_service(proxy).add_dependency(&boot);
 
     if let Some(tls) = &conf.tls {
         let mut https = pingora::proxy::http_proxy_service_with_name(
@@ -167,7 +247,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
             "proxy-tls",
         );
         https.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings(tls)?);
-        server.add_service(https).add_dependency(&health);
+        server.add_service(https).add_dependency(&boot);
     }
 
     let api = AdminApi {
@@ -177,7 +257,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     };
     let mut admin = Service::new("admin".to_string(), api);
     admin.add_tcp(&conf.admin.listen.to_string());
-    server.add_service(admin);
+    server.add_service(admin).add_dependency(&boot);
 
     let pid_file = server.configuration.pid_file.clone().into();
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);

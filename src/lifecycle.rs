@@ -1,8 +1,17 @@
 //! Shutdown and upgrade: freezes the pool's write side once the listeners start moving to a
-//! new process, and ends the process as soon as the last in-flight request has finished
-//! (Pingora would otherwise sleep out the whole grace period).
+//! new process, asks clients to reconnect (to the new process) while the sockets are handed
+//! over, and ends the process as soon as the last in-flight request has finished (Pingora
+//! would otherwise sleep out the whole grace period).
+//!
+//! Why the hand-over closes keep-alive connections: after `SIGQUIT`, Pingora keeps accepting
+//! for 5 s (both processes accept on the shared sockets), then drops every *idle* keep-alive
+//! connection at once. A client that sent its next request on such a connection at that moment
+//! sees a reset or an incomplete message. Answering every request with `Connection: close`
+//! during those 5 s means that, by the time Pingora drops idle connections, clients have
+//! already moved to new connections, most of them served by the new process.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +29,19 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long the pool must stay idle before the process exits.
 const DRAIN_SETTLE: Duration = Duration::from_millis(300);
 
+/// Set once this process has started handing its listening sockets to a new one.
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is handing its listening sockets over to a new process (graceful
+/// upgrade). The proxy then answers with `Connection: close`, so clients reconnect before
+/// Pingora drops idle keep-alive connections. Never reset: the process is on its way out.
+pub fn handing_over() -> bool {
+    HANDING_OVER.load(Ordering::Relaxed)
+}
+
+/// Watches Pingora's execution phases during shutdown and upgrade; a `BackgroundService`.
+/// After the shutdown broadcast it waits for in-flight requests to drain, removes its pid
+/// file (only if it names this process) and exits 0.
 pub struct Lifecycle {
     control: Arc<Control>,
     balancer: Arc<Balancer>,
@@ -28,6 +50,7 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// `phases` comes from `Server::watch_execution_phase`; `pid_file` is the configured one.
     pub fn new(
         control: Arc<Control>,
         phases: broadcast::Receiver<ExecutionPhase>,
@@ -46,9 +69,14 @@ impl Lifecycle {
             match phases.recv().await {
                 Ok(
                     ExecutionPhase::GracefulUpgradeTransferringFds
-                    | ExecutionPhase::GracefulTerminate
-                    | ExecutionPhase::ShutdownStarted,
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout,
                 ) => {
+                    if !HANDING_OVER.swap(true, Ordering::Relaxed) {
+                        info!("handing the listening sockets over; closing keep-alive connections");
+                    }
+                    self.control.freeze();
+                }
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
                     self.control.freeze();
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::balancer::Balancer;
@@ -26,6 +26,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers every family; the per-backend ones read `balancer` at each scrape.
     pub fn new(balancer: Arc<Balancer>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -69,7 +70,8 @@ impl Metrics {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of everything.
+    /// The Prometheus text exposition (format 0.0.4) of everything. Safe to call from many
+    /// scrapes at once.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -79,68 +81,89 @@ impl Metrics {
     }
 }
 
-/// Per-backend series, read from the pool's atomics when scraped.
+/// Per-backend series and pool totals, read from the pool's atomics when scraped. Each scrape
+/// builds its families afresh, so concurrent scrapes never see each other's values.
 struct PoolCollector {
     balancer: Arc<Balancer>,
+    descs: Vec<Desc>,
+}
+
+/// The series a [`PoolCollector`] exports, built per scrape.
+struct PoolFamilies {
     requests: IntCounterVec,
     errors: IntCounterVec,
     in_flight: IntGaugeVec,
     up: IntGaugeVec,
     weight: IntGaugeVec,
-    descs: Vec<Desc>,
+    draining: IntGaugeVec,
+    backends: IntGaugeVec,
+    total_in_flight: IntGauge,
+}
+
+impl PoolFamilies {
+    fn new() -> Result<Self, prometheus::Error> {
+        let l = &["backend"];
+        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), l);
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), l);
+        Ok(PoolFamilies {
+            requests: counter(
+                "portico_backend_requests_total",
+                "Requests sent to the backend (retries count once per attempt)",
+            )?,
+            errors: counter(
+                "portico_backend_errors_total",
+                "Requests to the backend that failed or got a 5xx",
+            )?,
+            in_flight: gauge(
+                "portico_backend_in_flight",
+                "Requests in flight to the backend",
+            )?,
+            up: gauge(
+                "portico_backend_up",
+                "1 when the backend takes new requests (healthy and in the pool)",
+            )?,
+            weight: gauge("portico_backend_weight", "Configured weight of the backend")?,
+            draining: gauge(
+                "portico_backend_draining",
+                "1 when the backend was removed and still has requests in flight",
+            )?,
+            backends: IntGaugeVec::new(
+                Opts::new(
+                    "portico_backends",
+                    "Backends in the pool (\"total\") and those taking new requests (\"ready\")",
+                ),
+                &["state"],
+            )?,
+            total_in_flight: IntGauge::new(
+                "portico_in_flight_requests",
+                "Requests in flight to all backends, including removed ones still draining",
+            )?,
+        })
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 8] {
+        [
+            &self.requests,
+            &self.errors,
+            &self.in_flight,
+            &self.up,
+            &self.weight,
+            &self.draining,
+            &self.backends,
+            &self.total_in_flight,
+        ]
+    }
 }
 
 impl PoolCollector {
     fn new(balancer: Arc<Balancer>) -> Result<Self, prometheus::Error> {
-        let l = &["backend"];
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "portico_backend_requests_total",
-                "Requests sent to the backend",
-            ),
-            l,
-        )?;
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "portico_backend_errors_total",
-                "Requests to the backend that failed or got a 5xx",
-            ),
-            l,
-        )?;
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                "portico_backend_in_flight",
-                "Requests in flight to the backend",
-            ),
-            l,
-        )?;
-        let up = IntGaugeVec::new(
-            Opts::new("portico_backend_up", "1 when the backend is healthy"),
-            l,
-        )?;
-        let weight = IntGaugeVec::new(
-            Opts::new("portico_backend_weight", "Configured weight of the backend"),
-            l,
-        )?;
-        let descs = [
-            &requests.desc(),
-            &errors.desc(),
-            &in_flight.desc(),
-            &up.desc(),
-            &weight.desc(),
-        ]
-        .into_iter()
-        .flat_map(|d| d.iter().map(|x| (*x).clone()))
-        .collect();
-        Ok(PoolCollector {
-            balancer,
-            requests,
-            errors,
-            in_flight,
-            up,
-            weight,
-            descs,
-        })
+        let families = PoolFamilies::new()?;
+        let descs = families
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        Ok(PoolCollector { balancer, descs })
     }
 }
 
@@ -150,29 +173,53 @@ impl Collector for PoolCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for v in [&self.requests, &self.errors] {
-            v.reset();
-        }
-        for v in [&self.in_flight, &self.up, &self.weight] {
-            v.reset();
-        }
+        let f = match PoolFamilies::new() {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("cannot build pool metrics: {e}");
+                return Vec::new();
+            }
+        };
         let snap = self.balancer.snapshot();
         let draining = self.balancer.draining();
-        for b in snap.backends.iter().chain(draining.iter()) {
+        // A URL removed and added again may be both draining and in the pool: its series
+        // sum the two, and the pool's entry sets the gauges that describe configuration.
+        for b in draining.iter() {
             let l = [b.name.as_str()];
-            self.requests.with_label_values(&l).inc_by(b.requests());
-            self.errors.with_label_values(&l).inc_by(b.errors());
-            self.in_flight
-                .with_label_values(&l)
-                .set(b.in_flight() as i64);
-            self.up.with_label_values(&l).set(i64::from(b.is_ready()));
-            self.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.requests.with_label_values(&l).inc_by(b.requests());
+            f.errors.with_label_values(&l).inc_by(b.errors());
+            f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
+            f.up.with_label_values(&l).set(0);
+            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.draining.with_label_values(&l).set(1);
         }
-        let mut out = self.requests.collect();
-        out.extend(self.errors.collect());
-        out.extend(self.in_flight.collect());
-        out.extend(self.up.collect());
-        out.extend(self.weight.collect());
-        out
+        for b in snap.backends.iter() {
+            let l = [b.name.as_str()];
+            f.requests.with_label_values(&l).inc_by(b.requests());
+            f.errors.with_label_values(&l).inc_by(b.errors());
+            f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
+            f.up.with_label_values(&l).set(i64::from(b.is_ready()));
+            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.draining.with_label_values(&l).add(0);
+        }
+        let ready = snap.backends.iter().filter(|b| b.is_ready()).count();
+        f.backends
+            .with_label_values(&["total"])
+            .set(gauge(snap.backends.len() as u64));
+        f.backends
+            .with_label_values(&["ready"])
+            .set(gauge(ready as u64));
+        let in_flight: u64 = snap
+            .backends
+            .iter()
+            .chain(draining.iter())
+            .map(|b| b.in_flight())
+            .sum();
+        f.total_in_flight.set(gauge(in_flight));
+        f.collectors().iter().flat_map(|c| c.collect()).collect()
     }
+}
+
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

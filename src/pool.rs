@@ -55,7 +55,9 @@ impl Backend {
         cookie_token: String,
     ) -> Backend {
         let tls = spec.url.is_tls();
-        let sni = if tls && spec.url.host.parse::<std::net::IpAddr>().is_err() {
+        // Always the URL's host: Pingora skips certificate verification when the SNI is
+        // empty. For an IP address rustls sends no SNI and checks the certificate's IP SAN.
+        let sni = if tls {
             spec.url.host.clone()
         } else {
             String::new()
@@ -110,7 +112,9 @@ impl Backend {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_alive(&self, alive: bool) {
+    /// Sets the health flag directly, bypassing the rise/fall tracker (benchmarks and tests
+    /// build ready pools with it; the health checker goes through `set_backend_status`).
+    pub fn set_alive(&self, alive: bool) {
         self.alive.store(alive, Ordering::Relaxed);
     }
 

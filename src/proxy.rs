@@ -89,11 +89,15 @@ impl ProxyHttp for Proxy {
 
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
     /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
+    /// During a graceful upgrade's hand-over the client connection is not kept alive.
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if crate::lifecycle::handing_over() {
+            session.set_keepalive(None);
+        }
         if let Some(previous) = ctx.lease.take() {
             ctx.tried.insert(previous.backend().id);
         }
@@ -214,9 +218,8 @@ impl ProxyHttp for Proxy {
                     .set_backend_status(backend, Observation::Refused(reason));
             }
         }
-        if ctx.tried.len() < self.settings.retries as usize {
-            e.set_retry(true);
-        }
+        // `tried` holds the backends that failed before this one: attempts = 1 + retries.
+        e.set_retry(ctx.tried.len() < self.settings.retries as usize);
         e
     }
 
@@ -238,6 +241,10 @@ impl ProxyHttp for Proxy {
                     format_duration(self.settings.read_timeout)
                 ),
             ),
+            (
+                ConnectRefused | ConnectTimedout | ConnectNoRoute | ConnectError,
+                ErrorSource::Upstream,
+            ) => (502, "cannot connect to a backend".to_string()),
             (_, ErrorSource::Upstream) => (502, "backend failed".to_string()),
             (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
                 (0, String::new())
@@ -251,6 +258,8 @@ impl ProxyHttp for Proxy {
             }
         }
         if code > 0 && session.response_written().is_none() {
+            // Pingora closes the client connection after a failed request: say so.
+            session.set_keepalive(None);
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(resp) = json_header(code, body.len()) {
                 let _ = session.write_response_header(Box::new(resp), false).await;
@@ -264,12 +273,12 @@ impl ProxyHttp for Proxy {
     }
 
     /// Counts the request in the metrics and writes the access log line when enabled.
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
         if let Some(lease) = &ctx.lease {
-            if status >= 500 && _e.is_none() {
+            if status >= 500 && e.is_none() {
                 lease.backend().count_error();
             }
         }

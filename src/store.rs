@@ -40,19 +40,31 @@ struct StateBackend {
 
 const STATE_VERSION: u32 = 1;
 
-/// The pool as a JSON file, replaced atomically: temporary file, fsync, rename, fsync of the
-/// directory.
+/// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight"}]}`), replaced
+/// atomically: temporary file beside it, fsync, rename, fsync of the directory. A crash at any
+/// point leaves either the old or the new file, never a mix. A missing file loads as `None`;
+/// a missing directory, unreadable or invalid content is an error naming the file.
 pub struct FileStore {
     path: PathBuf,
 }
 
 impl FileStore {
+    /// A store at `path` (nothing is read or written until [`PoolStore::load`] or `save`).
     pub fn new(path: impl Into<PathBuf>) -> FileStore {
         FileStore { path: path.into() }
     }
 
+    /// Where the pool is stored.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory that holds the file (and its temporary sibling).
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
     }
 
     fn fail(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -64,7 +76,17 @@ impl PoolStore for FileStore {
     fn load(&self) -> Result<Option<Vec<BackendSpec>>, StoreError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Every later save would fail: say so at start-up instead.
+                let dir = self.dir();
+                if !dir.is_dir() {
+                    return Err(self.fail(
+                        "cannot be written",
+                        format!("directory {} does not exist", dir.display()),
+                    ));
+                }
+                return Ok(None);
+            }
             Err(e) => return Err(self.fail("cannot read", e)),
         };
         let doc: StateDoc = serde_json::from_str(&text)
@@ -100,10 +122,7 @@ impl PoolStore for FileStore {
         let mut text =
             serde_json::to_vec_pretty(&doc).map_err(|e| self.fail("cannot encode", e))?;
         text.push(b'\n');
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = self.dir();
         let name = self
             .path
             .file_name()
@@ -156,6 +175,15 @@ mod tests {
         assert_eq!(store.load().expect("readable"), Some(pool));
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("absent").join("state.json");
+        let e = FileStore::new(&path).load().expect_err("no directory");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert!(FileStore::new(&path).save(&[]).is_err());
     }
 
     #[test]

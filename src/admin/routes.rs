@@ -39,6 +39,7 @@ pub struct AdminResponse {
 }
 
 impl AdminResponse {
+    /// `value` as pretty JSON with `status`.
     pub fn json(status: u16, value: &Value) -> AdminResponse {
         let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
         body.push(b'\n');
@@ -51,12 +52,14 @@ impl AdminResponse {
         }
     }
 
+    /// `{"error": message}` with `status`.
     pub fn error(status: u16, message: impl std::fmt::Display) -> AdminResponse {
         AdminResponse::json(status, &json!({ "error": message.to_string() }))
     }
 }
 
-/// What the handlers need.
+/// What the handlers need. With `token` set, every request but `GET /healthz` needs
+/// `Authorization: Bearer <token>` (compared in constant time), else 401.
 pub struct AdminApi {
     pub control: std::sync::Arc<Control>,
     pub metrics: std::sync::Arc<Metrics>,
@@ -64,7 +67,10 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    /// Routes one request.
+    /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
+    /// 400 (bad JSON, fields or URL), 401, 404 (no such path or backend), 405 (with `Allow`),
+    /// 409 (duplicate), 413 (body over [`MAX_BODY`]), 415 (not JSON), 500 (store failed) or
+    /// 503 (frozen during upgrade or shutdown); a refused change changes nothing.
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
@@ -100,9 +106,11 @@ impl AdminApi {
         let given = req
             .authorization
             .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
+        constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
     fn status(&self) -> AdminResponse {

@@ -17,7 +17,9 @@ use crate::pool::{Backend, Tried};
 /// Bytes of the HMAC kept in the cookie (hex-encoded: twice as many characters).
 const TOKEN_BYTES: usize = 12;
 
-/// The cookie value naming `url` under `key`.
+/// The cookie value naming `url` under `key`: the first 12 bytes of HMAC-SHA256(key, url),
+/// hex-encoded (24 characters). Stable for a given key and URL, so cookies survive restarts
+/// and upgrades; without the key it can be neither read back to the URL nor forged.
 pub fn cookie_token(key: &[u8], url: &str) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mac) => mac,
@@ -31,6 +33,8 @@ pub fn cookie_token(key: &[u8], url: &str) -> String {
         .collect()
 }
 
+/// The `cookie` strategy: the backend named by a valid cookie when it is ready, otherwise the
+/// next ready backend in round-robin order (the proxy then sets a cookie for it).
 #[derive(Default)]
 pub struct Cookie {
     fallback: RoundRobin,

@@ -14,6 +14,7 @@ pub const EXACT_SCAN_LIMIT: usize = 64;
 /// Random draws tried before falling back to a scan when most backends are not ready.
 const SAMPLE_ATTEMPTS: usize = 8;
 
+/// The `least-conn` strategy (stateless: the load is read from each backend's counter).
 #[derive(Default)]
 pub struct LeastConn;
 

@@ -28,6 +28,7 @@ use crate::pool::{Backend, Lease, Tried};
 /// What a strategy may use of the request: borrowed, nothing is copied.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestKey<'a> {
+    /// The client's address (the TCP peer), for `ip-hash`.
     pub client_ip: Option<IpAddr>,
     /// The value of the sticky cookie, when the strategy is `cookie` and the client sent one.
     pub cookie: Option<&'a str>,
@@ -35,20 +36,27 @@ pub struct RequestKey<'a> {
 
 /// Data a strategy derives from the pool when it changes, so picks need not compute it.
 pub enum Plan {
+    /// The strategy needs nothing precomputed.
     None,
+    /// One cycle of smooth weighted round-robin over the ready backends.
     Weighted(WeightedSchedule),
+    /// The consistent-hash ring over every backend (ready or not).
     Ring(Ring),
+    /// Cookie value -> backend index.
     Cookie { tokens: HashMap<String, usize> },
 }
 
 /// The pool as one request sees it: backends in order, and the strategy's plan.
 pub struct Snapshot {
+    /// Every backend in the pool, in the order they were added.
     pub backends: Vec<Arc<Backend>>,
+    /// Derived from `backends` (and their health when the strategy says so).
     pub plan: Plan,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
 pub trait Strategy: Send + Sync {
+    /// The configuration name of this strategy.
     fn kind(&self) -> StrategyKind;
 
     /// Derives the plan for a new set of backends (called off the request path).
@@ -120,6 +128,7 @@ pub struct Balancer {
 }
 
 impl Balancer {
+    /// An empty pool picked by `strategy`; health observations use `rise`/`fall`.
     pub fn new(strategy: Box<dyn Strategy>, rise: u32, fall: u32) -> Balancer {
         Balancer {
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -134,6 +143,7 @@ impl Balancer {
         }
     }
 
+    /// The configured strategy.
     pub fn kind(&self) -> StrategyKind {
         self.strategy.kind()
     }
@@ -143,6 +153,7 @@ impl Balancer {
         self.snapshot.load_full()
     }
 
+    /// The pool's backend with this URL, if any.
     pub fn find(&self, url: &BackendUrl) -> Option<Arc<Backend>> {
         self.snapshot
             .load()
@@ -224,34 +235,32 @@ impl LoadBalancer for Balancer {
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
+        // The transition is logged under the record's lock, so that lines about one backend
+        // appear in the order its state changed even when the checker and the proxy race.
         let transition = {
             let mut record = backend.health();
-            record.last_probe = match seen {
-                Observation::Refused(_) => record.last_probe,
-                _ => Some(SystemTime::now()),
-            };
-            let (t, reason) = match &seen {
-                Observation::Passed => (record.tracker.observe(true, self.rise, self.fall), None),
-                Observation::Failed(r) => (
-                    record.tracker.observe(false, self.rise, self.fall),
-                    Some(r.clone()),
-                ),
-                Observation::Refused(r) => (record.tracker.force_down(), Some(r.clone())),
-            };
-            if t.is_some() {
-                record.changed_at = SystemTime::now();
-                record.reason = reason;
-                backend.set_alive(record.tracker.health() == Health::Up);
+            if !matches!(seen, Observation::Refused(_)) {
+                record.last_probe = Some(SystemTime::now());
             }
-            t
-        }?;
-        match transition {
-            Transition::Up => info!("backend {} is UP", backend.name),
-            Transition::Down => {
-                let reason = backend.health().reason.clone().unwrap_or_default();
-                warn!("backend {} is DOWN ({reason})", backend.name);
+            let transition = match &seen {
+                Observation::Passed => record.tracker.observe(true, self.rise, self.fall),
+                Observation::Failed(_) => record.tracker.observe(false, self.rise, self.fall),
+                Observation::Refused(_) => record.tracker.force_down(),
+            }?;
+            record.changed_at = SystemTime::now();
+            backend.set_alive(record.tracker.health() == Health::Up);
+            match (&seen, transition) {
+                (Observation::Failed(reason) | Observation::Refused(reason), Transition::Down) => {
+                    warn!("backend {} is DOWN ({reason})", backend.name);
+                    record.reason = Some(reason.clone());
+                }
+                _ => {
+                    info!("backend {} is UP", backend.name);
+                    record.reason = Some(record.tracker.up_reason());
+                }
             }
-        }
+            transition
+        };
         if self.strategy.replan_on_health() && backend.is_enabled() {
             self.replan();
         }

@@ -25,6 +25,9 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// Places `POINTS_PER_WEIGHT` x weight points per backend (fewer for very large pools),
+    /// each at a hash of the backend's URL and the point's number: a backend's points do not
+    /// depend on the other backends, which is what keeps changes to ~1/N of the clients.
     pub fn build(backends: &[Arc<Backend>]) -> Ring {
         let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
         let per_weight = MAX_POINTS
@@ -46,13 +49,15 @@ impl Ring {
         Ring { points }
     }
 
-    /// Backend indices clockwise from `hash`, each backend once, at most `limit` points walked.
+    /// Backend indices of the points clockwise from `hash`, once around the ring (a backend
+    /// appears once per point it owns).
     pub fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let start = self.points.partition_point(|&(p, _)| p < hash);
         let n = self.points.len();
         (0..n).map(move |k| self.points[(start + k) % n].1 as usize)
     }
 
+    /// Whether the ring has no points (an empty pool).
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
@@ -72,6 +77,7 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
+/// The ring position of a client address; an IPv4-mapped IPv6 address hashes as its IPv4.
 pub fn hash_ip(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(v4) => hash_bytes(&v4.octets()),
@@ -82,7 +88,9 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
     }
 }
 
-/// First ready, untried backend clockwise from `hash` on the ring.
+/// First ready, untried backend clockwise from `hash` on the ring. If a bounded walk finds
+/// none, the first ready backend from a position derived from `hash`: still the same
+/// backend for the same client while the pool does not change.
 pub fn ring_pick(snap: &Snapshot, ring: &Ring, hash: u64, tried: &Tried) -> Option<usize> {
     let mut checked = 0;
     for i in ring.walk(hash) {
@@ -98,6 +106,8 @@ pub fn ring_pick(snap: &Snapshot, ring: &Ring, hash: u64, tried: &Tried) -> Opti
     first_ready_from(snap, hash as usize, tried)
 }
 
+/// The `ip-hash` strategy: the client address on the consistent-hash [`Ring`]; without a
+/// client address (not an IP socket), round-robin.
 #[derive(Default)]
 pub struct IpHash {
     fallback: RoundRobin,

@@ -6,6 +6,7 @@ use super::{RequestKey, Snapshot, Strategy};
 use crate::config::StrategyKind;
 use crate::pool::Tried;
 
+/// The `round-robin` strategy: one shared counter, so concurrent picks still spread evenly.
 #[derive(Default)]
 pub struct RoundRobin {
     next: AtomicUsize,

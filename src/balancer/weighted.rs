@@ -16,9 +16,12 @@ const NGINX_LOOP_BUDGET: u64 = 4_000_000;
 /// One cycle of picks: indices into the snapshot's backends.
 #[derive(Debug, Default, Clone)]
 pub struct WeightedSchedule {
+    /// Snapshot indices in pick order; each ready backend appears weight/gcd times.
     pub order: Vec<u32>,
 }
 
+/// The `weighted-round-robin` strategy: walks the snapshot's [`WeightedSchedule`] with one
+/// shared counter, skipping entries that are not ready or already tried by the request.
 #[derive(Default)]
 pub struct Weighted {
     next: AtomicUsize,

@@ -59,11 +59,46 @@ pub struct FileTls {
 }
 
 /// A duration as written: `"10s"` or a bare number of seconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawDuration {
     Seconds(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawDurationVisitor)
+    }
+}
+
+struct RawDurationVisitor;
+
+impl serde::de::Visitor<'_> for RawDurationVisitor {
+    type Value = RawDuration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration such as \"500ms\", \"10s\", \"1m\" or a whole number of seconds")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDuration, E> {
+        Ok(RawDuration::Seconds(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawDuration, E> {
+        u64::try_from(v)
+            .map(RawDuration::Seconds)
+            .map_err(|_| E::custom(format!("invalid duration {v} (must not be negative)")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawDuration, E> {
+        Err(E::custom(format!(
+            "invalid duration {v} (a whole number of seconds, or use ms, e.g. \"1500ms\")"
+        )))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDuration, E> {
+        Ok(RawDuration::Text(v.to_string()))
+    }
 }
 
 /// One document split in two: the keys Pingora's `ServerConf` knows, and the rest.

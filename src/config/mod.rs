@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
-use serde_yaml::Value;
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
 
 use file::{FileConfig, RawDuration};
 
@@ -188,8 +189,7 @@ fn pingora_conf(map: serde_yaml::Mapping) -> Result<ServerConf, ConfigError> {
         has("grace_period_seconds"),
         has("graceful_shutdown_timeout_seconds"),
     );
-    let mut conf: ServerConf = serde_yaml::from_value(Value::Mapping(map))
-        .or_else(|e| err("", format!("invalid Pingora server key: {e}")))?;
+    let mut conf: ServerConf = deserialize_named(map)?;
     if !set_threads {
         conf.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -222,7 +222,43 @@ fn portico_file(map: serde_yaml::Mapping) -> Result<FileConfig, ConfigError> {
             return err(key, format!("unknown key `{key}`{hint}"));
         }
     }
-    serde_yaml::from_value(Value::Mapping(map)).or_else(|e| err("", e.to_string()))
+    deserialize_named(map)
+}
+
+/// Deserialises `map` as `T`. On failure the error names the key whose value is wrong (one
+/// level deep, `section.key`), found by deserialising each entry on its own: serde's own
+/// messages say what is wrong but not where.
+fn deserialize_named<T: DeserializeOwned>(map: Mapping) -> Result<T, ConfigError> {
+    match serde_yaml::from_value::<T>(Value::Mapping(map.clone())) {
+        Ok(v) => Ok(v),
+        Err(e) => err(culprit::<T>(&map), e.to_string()),
+    }
+}
+
+/// The first key of `map` (or `key.sub` inside a nested mapping) that `T` refuses alone.
+fn culprit<T: DeserializeOwned>(map: &Mapping) -> String {
+    let refused = |key: &Value, value: Value| {
+        let mut alone = Mapping::new();
+        alone.insert(key.clone(), value);
+        serde_yaml::from_value::<T>(Value::Mapping(alone)).is_err()
+    };
+    let name = |k: &Value| k.as_str().unwrap_or("?").to_string();
+    for (key, value) in map {
+        if !refused(key, value.clone()) {
+            continue;
+        }
+        if let Value::Mapping(inner) = value {
+            for (sub, sub_value) in inner {
+                let mut one = Mapping::new();
+                one.insert(sub.clone(), sub_value.clone());
+                if refused(key, Value::Mapping(one)) {
+                    return format!("{}.{}", name(key), name(sub));
+                }
+            }
+        }
+        return name(key);
+    }
+    String::new()
 }
 
 const PORTICO_KEYS: &[&str] = &[

@@ -95,7 +95,7 @@ fn every_mistake_names_its_key_and_value() {
             "health_check.timeout",
             "soon",
         ),
-        ("health_check: {rize: 2}", "", "rize"),
+        ("health_check: {rize: 2}", "health_check.rize", "rize"),
         ("health_check: {rise: 0}", "health_check.rise", "0"),
         (
             "health_check: {path: health}",
@@ -132,7 +132,12 @@ fn every_mistake_names_its_key_and_value() {
         ("listen: 1.2.3.4:8080\nport: 80", "port", "not both"),
         ("admin: {listen: 'x:y'}", "admin.listen", "x:y"),
         ("admin: {token: ''}", "admin.token", "empty"),
-        ("admin: {lsten: '127.0.0.1:1'}", "", "lsten"),
+        ("admin: {lsten: '127.0.0.1:1'}", "admin.lsten", "lsten"),
+        ("retries: many", "retries", "many"),
+        ("threads: many", "threads", "many"),
+        ("timeouts: {read: [1]}", "timeouts.read", "sequence"),
+        ("timeouts: {read: -5}", "timeouts.read", "-5"),
+        ("timeouts: {read: 1.5}", "timeouts.read", "1.5"),
         (
             "tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}",
             "tls.cert",
@@ -164,7 +169,11 @@ fn every_mistake_names_its_key_and_value() {
 }
 
 #[test]
-fn nested_unknown_keys_are_named_by_serde() {
+fn nested_unknown_keys_are_named_with_their_section() {
     let e = bad("timeouts: {conect: 1s}");
-    assert!(e.to_string().contains("conect"), "{e}");
+    assert_eq!(e.key, "timeouts.conect");
+    assert!(
+        e.to_string().contains("expected `connect` or `read`"),
+        "{e}"
+    );
 }

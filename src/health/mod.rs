@@ -1,8 +1,8 @@
 //! Backend health: the pure rise/fall state machine. The probing loop that feeds it lives in
-//! [`checker`]; the proxy feeds it too when a connection is refused.
+//! [`checker`], one probe in [`probe`]; the proxy feeds it too when a connection is refused.
 
 pub mod checker;
-mod probe;
+pub mod probe;
 
 pub use checker::HealthChecker;
 pub use probe::{probe_reason, Prober};
@@ -13,11 +13,14 @@ pub enum Health {
     /// Never probed: gets no traffic; the first probe decides.
     #[default]
     Pending,
+    /// Passing: may take traffic (if also enabled).
     Up,
+    /// Failing: takes no traffic until `rise` consecutive probes pass.
     Down,
 }
 
 impl Health {
+    /// The lower-case name `/status` shows: `pending`, `up`, `down`.
     pub fn name(self) -> &'static str {
         match self {
             Health::Pending => "pending",
@@ -30,7 +33,9 @@ impl Health {
 /// A change of health worth one log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// Pending or DOWN became UP.
     Up,
+    /// Pending or UP became DOWN.
     Down,
 }
 
@@ -44,8 +49,28 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// The current verdict.
     pub fn health(&self) -> Health {
         self.health
+    }
+
+    /// Consecutive passing probes up to now (0 after a failure or a forced DOWN).
+    pub fn passes(&self) -> u32 {
+        self.passes
+    }
+
+    /// Consecutive failing probes up to now (0 after a pass).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Why the backend just became UP, for `/status`: "health check passed" or
+    /// "3 health checks passed in a row".
+    pub fn up_reason(&self) -> String {
+        match self.passes {
+            0 | 1 => "health check passed".to_string(),
+            n => format!("{n} health checks passed in a row"),
+        }
     }
 
     /// Records one probe result; returns the transition it causes, if any.
@@ -146,5 +171,37 @@ mod tests {
         let got = run(&mut t, &[true, false, true, false], 1, 1);
         use Transition::*;
         assert_eq!(got, vec![Some(Up), Some(Down), Some(Up), Some(Down)]);
+    }
+
+    #[test]
+    fn steady_states_never_yield_a_transition() {
+        let mut t = Tracker::default();
+        t.observe(true, 2, 3);
+        assert!(run(&mut t, &[true; 50], 2, 3).iter().all(Option::is_none));
+        t.force_down();
+        assert!(run(&mut t, &[false; 50], 2, 3).iter().all(Option::is_none));
+        assert_eq!(t.health(), Health::Down);
+        assert_eq!(t.failures(), 50);
+    }
+
+    #[test]
+    fn a_refusal_during_recovery_restarts_the_count() {
+        let mut t = Tracker::default();
+        t.observe(false, 3, 1);
+        run(&mut t, &[true, true], 3, 1);
+        assert_eq!(t.passes(), 2);
+        assert_eq!(t.force_down(), None);
+        assert_eq!(t.passes(), 0);
+        let got = run(&mut t, &[true, true, true], 3, 1);
+        assert_eq!(got, vec![None, None, Some(Transition::Up)]);
+        assert_eq!(t.up_reason(), "3 health checks passed in a row");
+    }
+
+    #[test]
+    fn a_pending_backend_refused_by_the_proxy_goes_down() {
+        let mut t = Tracker::default();
+        assert_eq!(t.force_down(), Some(Transition::Down));
+        assert_eq!(t.observe(true, 1, 1), Some(Transition::Up));
+        assert_eq!(t.up_reason(), "health check passed");
     }
 }

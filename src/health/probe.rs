@@ -1,110 +1,158 @@
-//! One probe of one backend, with `pingora-load-balancing`'s `HttpHealthCheck` (GET of the
-//! configured path, 2xx/3xx passes) or `TcpHealthCheck` (connect only), bounded by the timeout.
+//! One probe of one backend: an HTTP `GET` of the configured path (2xx/3xx passes) or, without
+//! a path, a TCP (or TLS) connect; bounded as a whole by the probe timeout.
+//!
+//! The probe does what `pingora-load-balancing`'s `HttpHealthCheck` / `TcpHealthCheck` do (the
+//! same Pingora connectors, peers, sessions and error types) but shares one connector across
+//! all backends. Those check types each own a connector, and each Pingora connector loads the
+//! platform CA store when built (`HttpHealthCheck` builds two): since the Host header and SNI
+//! differ per backend, Portico would need one check object per backend, and a pool of 1,000
+//! backends would spend tens of seconds of CPU building them before its first round.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::Backend as LbBackend;
-use pingora::{Error, ErrorType};
+use pingora::connectors::http::Connector as HttpConnector;
+use pingora::connectors::TransportConnector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
 
 use crate::balancer::Observation;
 use crate::config::{format_duration, HealthConfig};
 use crate::pool::Backend;
 
-/// Probes backends; keeps one check object per backend (its Host header and SNI differ).
+/// The `User-Agent` of HTTP probes, so that backends can tell them from traffic.
+pub const USER_AGENT: &str = "portico-health-check";
+
+/// How probes are made, chosen once from the configuration.
+enum Method {
+    /// `GET path`; one connector (with its TLS context) shared by every backend.
+    Http {
+        path: String,
+        connector: Box<HttpConnector>,
+    },
+    /// Connect (and TLS handshake for `https` backends), then close.
+    Tcp { connector: Box<TransportConnector> },
+}
+
+/// Probes backends. Cheap to share (`Arc`); probes of different backends run concurrently and
+/// never wait for one another here (the checker bounds how many run at once).
 pub struct Prober {
-    path: Option<String>,
+    method: Method,
     timeout: Duration,
-    checks: Mutex<HashMap<u64, Arc<dyn HealthCheck + Send + Sync>>>,
 }
 
 impl Prober {
+    /// A prober for `config` (path or TCP, timeout). Builds its connector, which loads the
+    /// platform CA store once.
     pub fn new(config: &HealthConfig) -> Prober {
+        let method = match &config.path {
+            Some(path) => Method::Http {
+                path: path.clone(),
+                connector: Box::new(HttpConnector::new(None)),
+            },
+            None => Method::Tcp {
+                connector: Box::new(TransportConnector::new(None)),
+            },
+        };
         Prober {
-            path: config.path.clone(),
+            method,
             timeout: config.timeout,
-            checks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Probes `backend` once; never takes longer than the configured timeout.
-    pub async fn probe(&self, backend: &Backend) -> Observation {
-        let target = match LbBackend::new(&backend.addr.to_string()) {
-            Ok(t) => t,
-            Err(e) => return Observation::Failed(format!("bad address: {e}")),
+    /// Verifies HTTPS backends against Pingora's `ca_file` (the roots the proxy trusts too)
+    /// instead of the platform's store; `None` keeps the platform's. The file must load
+    /// (`portico::prepare` checks it first): Pingora's connector panics on a bad one.
+    pub fn with_ca_file(mut self, ca_file: Option<&str>) -> Prober {
+        let Some(ca) = ca_file else {
+            return self;
         };
-        let check = self.check_for(backend);
-        match tokio::time::timeout(self.timeout, check.check(&target)).await {
-            Err(_) => Observation::Failed(format!(
-                "no answer within {}",
-                format_duration(self.timeout)
-            )),
+        let mut options = pingora::connectors::ConnectorOptions::new(1);
+        options.ca_file = Some(ca.to_string());
+        self.method = match self.method {
+            Method::Http { path, .. } => Method::Http {
+                path,
+                connector: Box::new(HttpConnector::new(Some(options))),
+            },
+            Method::Tcp { .. } => Method::Tcp {
+                connector: Box::new(TransportConnector::new(Some(options))),
+            },
+        };
+        self
+    }
+
+    /// The bound on one probe (`health_check.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Probes `backend` once on a fresh connection; never takes longer than the timeout.
+    /// Returns `Passed` or `Failed` with a short reason ("connection refused").
+    pub async fn probe(&self, backend: &Backend) -> Observation {
+        match tokio::time::timeout(self.timeout, self.check(backend)).await {
+            Err(_) => Observation::Failed(no_answer(self.timeout)),
             Ok(Ok(())) => Observation::Passed,
             Ok(Err(e)) => Observation::Failed(probe_reason(&e, self.timeout)),
         }
     }
 
-    /// Forgets the check objects of backends no longer in `live`.
-    pub fn retain(&self, live: &[u64]) {
-        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        checks.retain(|id, _| live.contains(id));
+    /// The backend's own peer (address, TLS, SNI, certificate checks) with the probe timeout
+    /// on every step.
+    fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
+        let mut peer = backend.peer();
+        let t = Some(self.timeout);
+        peer.options.connection_timeout = t;
+        peer.options.total_connection_timeout = t;
+        peer.options.read_timeout = t;
+        peer.options.write_timeout = t;
+        peer
     }
 
-    fn check_for(&self, backend: &Backend) -> Arc<dyn HealthCheck + Send + Sync> {
-        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        checks
-            .entry(backend.id)
-            .or_insert_with(|| self.build_check(backend))
-            .clone()
-    }
-
-    fn build_check(&self, backend: &Backend) -> Arc<dyn HealthCheck + Send + Sync> {
-        let tls = backend.url.is_tls();
-        let sni = if tls { backend.url.host.as_str() } else { "" };
-        match &self.path {
-            None => {
-                let mut check = if tls {
-                    TcpHealthCheck::new_tls(sni)
-                } else {
-                    TcpHealthCheck::new()
-                };
-                check.peer_template.options.connection_timeout = Some(self.timeout);
-                Arc::from(check as Box<dyn HealthCheck + Send + Sync>)
-            }
-            Some(path) => {
-                let mut check = HttpHealthCheck::new(&backend.url.authority(), tls);
-                if tls {
-                    check.peer_template.sni = sni.to_string();
-                }
-                check.peer_template.options.connection_timeout = Some(self.timeout);
-                check.peer_template.options.read_timeout = Some(self.timeout);
-                if let Ok(mut req) =
-                    pingora::http::RequestHeader::build("GET", path.as_bytes(), None)
-                {
-                    let _ = req.insert_header("Host", backend.url.authority());
-                    let _ = req.insert_header("User-Agent", "portico-health-check");
-                    check.req = req;
-                }
-                check.validator = Some(Box::new(|resp| {
-                    let s = resp.status;
-                    if s.is_success() || s.is_redirection() {
-                        Ok(())
-                    } else {
-                        Error::e_explain(
-                            ErrorType::CustomCode("health check status", s.as_u16()),
-                            "health check",
-                        )
+    async fn check(&self, backend: &Backend) -> Result<()> {
+        let peer = self.peer(backend);
+        match &self.method {
+            Method::Tcp { connector } => connector.get_stream(&*peer).await.map(|_| ()),
+            Method::Http { path, connector } => {
+                let (mut session, _) = connector.get_http_session(&*peer).await?;
+                session.set_write_timeout(Some(self.timeout));
+                session.set_read_timeout(Some(self.timeout));
+                let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+                req.insert_header("Host", backend.url.authority())?;
+                req.insert_header("User-Agent", USER_AGENT)?;
+                req.insert_header("Connection", "close")?;
+                session.write_request_header(Box::new(req)).await?;
+                session.finish_request_body().await?;
+                session.read_response_header().await?;
+                let status = match session.response_header() {
+                    Some(resp) => resp.status,
+                    None => {
+                        return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header")
                     }
-                }));
-                Arc::new(check)
+                };
+                if !passes(status.as_u16()) {
+                    return Error::e_explain(
+                        ErrorType::CustomCode("health check status", status.as_u16()),
+                        "health check",
+                    );
+                }
+                while session.read_response_body().await?.is_some() {}
+                Ok(())
             }
         }
     }
 }
 
+/// Whether an HTTP probe answered with `status` passes: 2xx and 3xx do.
+pub fn passes(status: u16) -> bool {
+    (200..400).contains(&status)
+}
+
+fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {}", format_duration(timeout))
+}
+
 /// A short reason for logs and `/status`: "connection refused", "health check returned 500".
+/// `timeout` is the bound that expired, for the timeout kinds.
 pub fn probe_reason(e: &Error, timeout: Duration) -> String {
     match e.etype() {
         ErrorType::ConnectRefused => "connection refused".into(),
@@ -112,12 +160,53 @@ pub fn probe_reason(e: &Error, timeout: Duration) -> String {
             format!("connect timed out after {}", format_duration(timeout))
         }
         ErrorType::ConnectNoRoute => "no route to host".into(),
-        ErrorType::ReadTimedout => format!("no answer within {}", format_duration(timeout)),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => no_answer(timeout),
         ErrorType::ConnectionClosed => "connection closed".into(),
         ErrorType::CustomCode(_, code) => format!("health check returned {code}"),
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
-            format!("TLS handshake failed: {}", e.root_cause())
+            format!("TLS handshake failed: {}", cause(e))
         }
-        other => other.as_str().to_string(),
+        other => match &e.cause {
+            Some(c) => format!("{}: {c}", other.as_str()),
+            None => other.as_str().to_string(),
+        },
+    }
+}
+
+fn cause(e: &Error) -> String {
+    match &e.cause {
+        Some(c) => c.to_string(),
+        None => e.context.as_ref().map_or_else(
+            || e.etype().as_str().to_string(),
+            |c| c.as_str().to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_2xx_and_3xx_pass() {
+        for s in [200, 204, 301, 302, 399] {
+            assert!(passes(s), "{s}");
+        }
+        for s in [100, 199, 400, 404, 500, 503] {
+            assert!(!passes(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_short_and_name_the_cause() {
+        let t = Duration::from_millis(1500);
+        let reason = |et| probe_reason(&Error::new(et), t);
+        assert_eq!(reason(ErrorType::ConnectRefused), "connection refused");
+        assert_eq!(reason(ErrorType::ReadTimedout), "no answer within 1500ms");
+        assert_eq!(
+            reason(ErrorType::CustomCode("health check status", 500)),
+            "health check returned 500"
+        );
+        assert_eq!(reason(ErrorType::ConnectionClosed), "connection closed");
     }
 }

@@ -162,7 +162,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// Spawns `portico -c config` with output to a log file in `dir`.
-    pub fn spawn(dir: TempDir, config: PathBuf, port: u16, admin_port: u16, args: &[String]) -> Gateway {
+    pub fn spawn(
+        dir: TempDir,
+        config: PathBuf,
+        port: u16,
+        admin_port: u16,
+        args: &[String],
+    ) -> Gateway {
         let n = fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
         let log_path = dir.path().join(format!("portico-{n}.log"));
         let log = fs::File::create(&log_path).expect("log file");
@@ -170,7 +176,10 @@ impl Gateway {
             .arg("-c")
             .arg(&config)
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -194,7 +203,10 @@ impl Gateway {
             let (http, admin) = (http.clone(), admin.clone());
             async move {
                 let admin_ok = matches!(http.get(&admin).send().await, Ok(r) if r.status() == 200);
-                admin_ok && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                admin_ok
+                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
             }
         })
         .await;
@@ -275,5 +287,56 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Graceful upgrade (`portico -u`), as an operator or systemd's `ExecReload` performs it.
+impl Gateway {
+    /// The upgrade socket of this gateway's configuration (see `GatewayBuilder::yaml`).
+    pub fn upgrade_sock(&self) -> PathBuf {
+        self.dir.path().join("upgrade.sock")
+    }
+
+    /// Starts `portico -u` on the same configuration, ports and directory, waits until it
+    /// listens on the upgrade socket, sends `SIGQUIT` to this (old) process and waits until the
+    /// listening sockets have been handed over. Returns the new gateway; this one keeps its
+    /// child (to be waited for with `wait_exit`) and an empty directory of its own, since the
+    /// shared directory moves to the new gateway.
+    pub async fn upgrade(&mut self) -> Gateway {
+        let sock = self.upgrade_sock();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let mut new = Gateway::spawn(
+            dir,
+            self.config.clone(),
+            self.port,
+            self.admin_port,
+            &["-u".to_string()],
+        );
+        let listening = eventually(Duration::from_secs(20), || {
+            let exists = sock.exists();
+            async move { exists }
+        })
+        .await;
+        assert!(
+            listening,
+            "`portico -u` did not open {}; log:\n{}",
+            sock.display(),
+            new.log()
+        );
+        self.signal(Signal::SIGQUIT);
+        let handed_over = eventually(Duration::from_secs(20), || {
+            let gone = !sock.exists();
+            async move { gone }
+        })
+        .await;
+        assert!(
+            handed_over,
+            "sockets were not handed over; new log:\n{}",
+            new.log()
+        );
+        if let Ok(Some(status)) = new.child.try_wait() {
+            panic!("`portico -u` exited with {status}; log:\n{}", new.log());
+        }
+        new
     }
 }

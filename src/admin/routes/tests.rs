@@ -207,6 +207,67 @@ async fn token_guards_everything_but_healthz() {
     assert_eq!(api.handle(right).await.status, 200);
 }
 
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive_and_others_are_refused() {
+    let api = api(Some("s3cret"));
+    for (auth, want) in [
+        ("bearer s3cret", 200),
+        ("BEARER  s3cret ", 200),
+        ("Basic s3cret", 401),
+        ("s3cret", 401),
+        ("Bearer", 401),
+        ("Bearer s3cret2", 401),
+    ] {
+        let mut r = req(Method::GET, "/status", "");
+        r.authorization = Some(auth.into());
+        assert_eq!(api.handle(r).await.status, want, "{auth:?}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_every_backend_and_survive_concurrent_scrapes() {
+    let api = Arc::new(api(None));
+    let backend = api.control.balancer().snapshot().backends[0].clone();
+    let leases: Vec<_> = (0..3)
+        .map(|_| crate::pool::Lease::new(backend.clone()))
+        .collect();
+    let want = [
+        "portico_backend_requests_total{backend=\"http://127.0.0.1:9\"} 3",
+        "portico_backend_in_flight{backend=\"http://127.0.0.1:9\"} 3",
+        "portico_backend_up{backend=\"http://127.0.0.1:9\"} 1",
+        "portico_backend_weight{backend=\"http://127.0.0.1:9\"} 2",
+        "portico_in_flight_requests 3",
+        "portico_backends{state=\"total\"} 1",
+    ];
+    let scrapes: Vec<_> = (0..8)
+        .map(|_| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|_| String::from_utf8(api.metrics.render()).expect("utf-8"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for s in scrapes {
+        for text in s.join().expect("scraper") {
+            for line in want {
+                assert!(text.contains(line), "missing {line:?} in\n{text}");
+            }
+        }
+    }
+    // Removed with requests in flight: still exported, as draining.
+    let url = backend.url.clone();
+    api.control.remove(&url).await.expect("removed");
+    let text = String::from_utf8(api.metrics.render()).expect("utf-8");
+    assert!(text.contains("portico_backend_draining{backend=\"http://127.0.0.1:9\"} 1"));
+    assert!(text.contains("portico_backend_up{backend=\"http://127.0.0.1:9\"} 0"));
+    drop(leases);
+    let text = String::from_utf8(api.metrics.render()).expect("utf-8");
+    assert!(!text.contains("http://127.0.0.1:9"), "{text}");
+    assert!(text.contains("portico_in_flight_requests 0"));
+}
+
 #[test]
 fn query_params_are_decoded() {
     assert_eq!(

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# bench/run.sh: Portico side by side with nginx, HAProxy and a bare Pingora load balancer, on
+# loopback, on this machine, in one run. See BENCHMARKS.md for what it measures and the results.
+#
+#   bench/run.sh                 # full run: 3 rounds of 10 s per proxy + 10,000 idle connections
+#   QUICK=1 bench/run.sh         # 1 round of 3 s, 2,000 idle connections (a smoke test)
+#
+# Knobs (environment): ROUNDS, DURATION (wrk -d), CONNS (wrk -c), IDLE_CONNS, LOAD_CPU and
+# PROXY_CPU (taskset cores), PROXIES (subset/order of: nginx haproxy bare portico),
+# LEVERS=1 (adds Portico with work_stealing: true and with false), PORTICO_ALT="name=/path/to/portico ..."
+# (extra Portico binaries run with the same configuration, e.g. a build without LTO),
+# PROFILE=1 (perf record -e cpu-clock -g of each proxy in round 1, into OUT/<name>.perf.data;
+# CPU/request of that round then includes perf's overhead), SKIP_BUILD=1, CARGO_TARGET_DIR (default: <repo>/target), OUT (results directory).
+#
+# Layout: the origin (one nginx worker answering `200 ok` on three ports) and wrk share
+# LOAD_CPU; each proxy runs alone on PROXY_CPU with one worker thread. Every process this
+# script starts is stopped by pid on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; IDLE_CONNS=${IDLE_CONNS:-2000}
+else
+    ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10s}; IDLE_CONNS=${IDLE_CONNS:-10000}
+fi
+CONNS=${CONNS:-50}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+PROXIES=${PROXIES:-"nginx haproxy bare portico"}
+LEVERS=${LEVERS:-0}
+PORTICO_ALT=${PORTICO_ALT:-}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$(mktemp -d /tmp/portico-bench.XXXXXX)}
+ORIGIN_PORTS=(19001 19002 19003)
+CLK_TCK=$(getconf CLK_TCK)
+mkdir -p "$OUT"
+
+# --- tools -----------------------------------------------------------------------------------
+missing=()
+for tool in wrk nginx haproxy taskset curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: wrk nginx-light haproxy (missing: ${missing[*]})"
+    apt-get install -y wrk nginx-light haproxy curl python3 >/dev/null
+fi
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1000)) ]; then
+    echo "ulimit -n is $(ulimit -n): too low for IDLE_CONNS=$IDLE_CONNS" >&2
+    exit 1
+fi
+
+# --- build -----------------------------------------------------------------------------------
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    echo "building portico (release) and bench/bare-lb (defaults) into $TARGET"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin portico)
+    CARGO_TARGET_DIR=$TARGET cargo build --release --quiet \
+        --manifest-path "$HERE/bare-lb/Cargo.toml"
+fi
+PORTICO_BIN=$TARGET/release/portico
+BARE_BIN=$TARGET/release/bare-lb
+
+# --- processes -------------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+declare -A PID PORT
+NAMES=()
+
+# Waits until `port` answers `ok` (bounded).
+wait_ready() {
+    local name=$1 port=$2
+    for _ in $(seq 150); do
+        if [ "$(curl -s --max-time 1 "http://127.0.0.1:$port/" || true)" = ok ]; then
+            return 0
+        fi
+        kill -0 "${PID[$name]:-$$}" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "$name on port $port did not come up; log: $OUT/$name.log" >&2
+    exit 1
+}
+
+start_origin() {
+    local listens=""
+    for p in "${ORIGIN_PORTS[@]}"; do listens+="        listen 127.0.0.1:$p reuseport;"$'\n'; done
+    cat >"$OUT/origin.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $OUT/origin.pid;
+error_log $OUT/origin.err crit;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+$listens        default_type text/plain;
+        location / { return 200 "ok"; }
+    }
+}
+EOF
+    taskset -c "$LOAD_CPU" nginx -c "$OUT/origin.conf" -p "$OUT" >"$OUT/origin.log" 2>&1 &
+    PID[origin]=$!
+    PIDS+=($!)
+    wait_ready origin "${ORIGIN_PORTS[0]}"
+}
+
+start_nginx() {
+    local port=18081 servers=""
+    for p in "${ORIGIN_PORTS[@]}"; do servers+="        server 127.0.0.1:$p;"$'\n'; done
+    cat >"$OUT/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -n);
+pid $OUT/nginx.pid;
+error_log $OUT/nginx.err crit;
+events { worker_connections $((IDLE_CONNS + 2000)); }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream origin {
+$servers        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+    taskset -c "$PROXY_CPU" nginx -c "$OUT/nginx.conf" -p "$OUT" >"$OUT/nginx.log" 2>&1 &
+    PID[nginx]=$!; PORT[nginx]=$port; PIDS+=($!); NAMES+=(nginx)
+}
+
+start_haproxy() {
+    local port=18082 i=0 servers=""
+    for p in "${ORIGIN_PORTS[@]}"; do i=$((i + 1)); servers+="    server s$i 127.0.0.1:$p"$'\n'; done
+    cat >"$OUT/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $((IDLE_CONNS + 2000))
+defaults
+    mode http
+    option forwardfor
+    http-reuse always
+    timeout connect 2s
+    timeout client 300s
+    timeout server 30s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+backend be
+    balance roundrobin
+$servers
+EOF
+    taskset -c "$PROXY_CPU" haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
+    PID[haproxy]=$!; PORT[haproxy]=$port; PIDS+=($!); NAMES+=(haproxy)
+}
+
+start_bare() {
+    local port=18083 ups
+    ups=$(printf '127.0.0.1:%s,' "${ORIGIN_PORTS[@]}")
+    printf 'version: 1\nthreads: 1\npid_file: %s/bare.pid\nupgrade_sock: %s/bare.sock\n' \
+        "$OUT" "$OUT" >"$OUT/bare.yaml"
+    BARE_LISTEN=127.0.0.1:$port BARE_UPSTREAMS=${ups%,} \
+        taskset -c "$PROXY_CPU" "$BARE_BIN" -c "$OUT/bare.yaml" >"$OUT/bare.log" 2>&1 &
+    PID[bare]=$!; PORT[bare]=$port; PIDS+=($!); NAMES+=(bare)
+}
+
+# start_portico NAME BINARY PORT [extra yaml line]
+start_portico() {
+    local name=$1 bin=$2 port=$3 extra=${4:-} backends=""
+    for p in "${ORIGIN_PORTS[@]}"; do backends+="  - http://127.0.0.1:$p"$'\n'; done
+    cat >"$OUT/$name.yaml" <<EOF
+threads: 1
+pid_file: $OUT/$name.pid
+upgrade_sock: $OUT/$name.sock
+$extra
+listen: "127.0.0.1:$port"
+strategy: round-robin
+health_check_frequency: 1s
+health_check:
+  path: /
+  timeout: 1s
+  rise: 1
+  fall: 3
+backends:
+$backends
+admin:
+  listen: "127.0.0.1:$((port + 1000))"
+access_log: false
+EOF
+    taskset -c "$PROXY_CPU" "$bin" -c "$OUT/$name.yaml" >"$OUT/$name.log" 2>&1 &
+    PID[$name]=$!; PORT[$name]=$port; PIDS+=($!); NAMES+=("$name")
+}
+
+start_origin
+for p in $PROXIES; do
+    case $p in
+        nginx) start_nginx ;;
+        haproxy) start_haproxy ;;
+        bare) start_bare ;;
+        portico) start_portico portico "$PORTICO_BIN" 18084 ;;
+        *) echo "unknown proxy $p" >&2; exit 1 ;;
+    esac
+done
+alt_port=18090
+if [ "$LEVERS" = 1 ]; then
+    start_portico portico-ws-on "$PORTICO_BIN" $alt_port "work_stealing: true"
+    start_portico portico-ws-off "$PORTICO_BIN" $((alt_port + 1)) "work_stealing: false"
+    alt_port=$((alt_port + 2))
+fi
+for alt in $PORTICO_ALT; do
+    start_portico "${alt%%=*}" "${alt#*=}" $alt_port
+    alt_port=$((alt_port + 1))
+done
+for n in "${NAMES[@]}"; do wait_ready "$n" "${PORT[$n]}"; done
+
+# --- load ------------------------------------------------------------------------------------
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+echo "origin + wrk on cpu $LOAD_CPU, proxies on cpu $PROXY_CPU; $ROUNDS round(s) of wrk -t1 -c$CONNS -d$DURATION"
+for n in "${NAMES[@]}"; do   # warm-up: pools, allocator, page cache
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$n]}/" >/dev/null
+done
+: >"$OUT/runs.tsv"
+for round in $(seq "$ROUNDS"); do
+    for n in "${NAMES[@]}"; do
+        perf_pid=""
+        if [ "${PROFILE:-0}" = 1 ] && [ "$round" = 1 ]; then   # cpu-clock: no hardware counters here
+            perf record -q -e cpu-clock -F 2999 -g -p "${PID[$n]}" -o "$OUT/$n.perf.data" \
+                -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+            perf_pid=$!
+            PIDS+=($perf_pid)
+        fi
+        before=$(cpu_ticks "${PID[$n]}")
+        line=$(taskset -c "$LOAD_CPU" timeout 120 wrk -t1 -c"$CONNS" -d"$DURATION" \
+            -s "$HERE/wrk-report.lua" "http://127.0.0.1:${PORT[$n]}/" | grep '^RESULT')
+        after=$(cpu_ticks "${PID[$n]}")
+        if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
+        read -r _ reqs secs p50 p99 non2xx sockerr <<<"$line"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$round" "$reqs" "$secs" "$p50" \
+            "$p99" "$non2xx" "$sockerr" "$((after - before))" >>"$OUT/runs.tsv"
+        echo "  round $round $n: $reqs requests in ${secs}s, p99 ${p99}us, cpu $((after - before)) ticks"
+    done
+done
+
+# --- idle connections ------------------------------------------------------------------------
+: >"$OUT/idle.tsv"
+for n in "${NAMES[@]}"; do
+    line=$(taskset -c "$LOAD_CPU" timeout 300 python3 "$HERE/idle_conns.py" 127.0.0.1 \
+        "${PORT[$n]}" "${PID[$n]}" "$IDLE_CONNS" 3 | grep '^IDLE' || echo "IDLE 0 0 0")
+    read -r _ ok before held <<<"$line"
+    printf '%s\t%s\t%s\t%s\n' "$n" "$ok" "$before" "$held" >>"$OUT/idle.tsv"
+    echo "  idle $n: $ok/$IDLE_CONNS connections held, RSS ${before} KiB -> ${held} KiB"
+    sleep 1
+done
+
+# --- report ----------------------------------------------------------------------------------
+python3 "$HERE/report.py" "$OUT/runs.tsv" "$OUT/idle.tsv" "$CLK_TCK" "$IDLE_CONNS" | tee "$OUT/report.md"
+echo "raw results and logs: $OUT"
