@@ -33,6 +33,7 @@ pub struct Cli {
     #[arg(long)]
     pub demo: bool,
 
+    /// Accepted for compatibility with Pingora's own command line; has no effect.
     #[arg(long, hide = true)]
     pub nocapture: bool,
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::info;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 
 use crate::balancer::{cookie_token, Balancer, LoadBalancer, PoolError};
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
@@ -106,6 +109,64 @@ impl Control {
         Ok(())
     }
 
+    /// Makes the pool match the store again, for a process that loaded the store and then
+    /// waited while another process could still change it (a graceful upgrade: the old process
+    /// takes admin changes until it hands over its listeners). Backends gone from the store are
+    /// removed (their requests in flight finish), new ones are added and probed at once,
+    /// changed weights are replaced. Without a store or a stored pool it does nothing. Returns
+    /// how many backends were added or removed. On error the pool may be partly resynced, but
+    /// every backend in it is valid.
+    pub async fn resync_from_store(&self) -> Result<usize, ControlError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(0);
+        };
+        let loaded = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| ControlError::Store(format!("cannot load the pool: {e}")))?;
+        let Some(specs) = loaded.map_err(|e| ControlError::Store(e.to_string()))? else {
+            return Ok(0);
+        };
+        let mut added = Vec::new();
+        let mut changed = 0;
+        {
+            let _w = self.write.lock().await;
+            for current in self.balancer.snapshot().backends.iter() {
+                if !specs.contains(&current.spec()) {
+                    self.balancer.remove_backend(&current.url)?;
+                    changed += 1;
+                }
+            }
+            for spec in &specs {
+                if self.balancer.find(&spec.url).is_none() {
+                    let addr = resolve(&spec.url).await?;
+                    let backend = self.backend_at(spec, addr);
+                    self.balancer.add_backend(backend.clone())?;
+                    added.push(backend);
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            info!(
+                "{}: pool resynced ({changed} backends added or removed)",
+                self.describe_store()
+            );
+        }
+        for backend in added {
+            let seen = self.prober.probe(&backend).await;
+            if backend.is_enabled() {
+                self.balancer.set_backend_status(&backend, seen);
+            }
+        }
+        Ok(changed)
+    }
+
+    fn describe_store(&self) -> String {
+        self.store
+            .as_ref()
+            .map_or_else(String::new, |s| s.describe())
+    }
+
     fn specs_with(&self, change: impl FnOnce(&mut Vec<BackendSpec>)) -> Vec<BackendSpec> {
         let mut specs: Vec<BackendSpec> = self
             .balancer
@@ -186,6 +247,36 @@ impl Control {
     }
 }
 
+/// A one-shot background service for a process started with `-u`: once the listening sockets
+/// have moved (it depends on the bootstrap service), it makes the pool match the store (the
+/// old process took admin changes until the hand-over), then declares itself ready; the proxy
+/// and the admin API depend on it. A failure is logged and the pool loaded at start-up kept:
+/// the sockets have already moved, so refusing to serve is not an option.
+pub struct StoreResync {
+    control: Arc<Control>,
+}
+
+impl StoreResync {
+    /// The service for `control`.
+    pub fn new(control: Arc<Control>) -> StoreResync {
+        StoreResync { control }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for StoreResync {
+    async fn start_with_ready_notifier(
+        &self,
+        _shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        if let Err(e) = self.control.resync_from_store().await {
+            warn!("pool not resynced from the store after the upgrade: {e}");
+        }
+        ready.notify_ready();
+    }
+}
+
 /// Runs `change` on its own task, so that it completes even if the caller is dropped
 /// half-way (a change stored but not applied would make the store and the pool disagree).
 async fn detached<T: Send + 'static>(
@@ -207,5 +298,98 @@ async fn resolve(url: &BackendUrl) -> Result<SocketAddr, ControlError> {
             "cannot resolve {url}: no answer within {}s",
             RESOLVE_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::strategy;
+    use crate::config::{HealthConfig, StrategyKind};
+    use crate::store::FileStore;
+
+    fn spec(url: &str, weight: u32) -> BackendSpec {
+        BackendSpec {
+            url: BackendUrl::parse(url).expect("valid"),
+            weight,
+        }
+    }
+
+    fn control(store: Option<Box<dyn PoolStore>>) -> Arc<Control> {
+        let health = HealthConfig {
+            interval: Duration::from_secs(10),
+            path: None,
+            timeout: Duration::from_millis(300),
+            rise: 1,
+            fall: 1,
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        Arc::new(Control::new(
+            Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)),
+            Arc::new(Prober::new(&health)),
+            store,
+            timeouts,
+            b"k".to_vec(),
+        ))
+    }
+
+    fn pool(c: &Control) -> Vec<BackendSpec> {
+        let mut specs: Vec<BackendSpec> = c
+            .balancer()
+            .snapshot()
+            .backends
+            .iter()
+            .map(|b| b.spec())
+            .collect();
+        specs.sort_by_key(|s| s.url.to_string());
+        specs
+    }
+
+    #[tokio::test]
+    async fn resync_makes_the_pool_match_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let c = control(Some(Box::new(FileStore::new(&path))));
+        assert_eq!(c.resync_from_store().await.expect("nothing stored"), 0);
+        c.seed(&[spec("http://127.0.0.1:1", 1), spec("http://127.0.0.1:2", 1)])
+            .expect("seeded");
+        let stored = vec![spec("http://127.0.0.1:2", 3), spec("http://127.0.0.1:3", 1)];
+        FileStore::new(&path).save(&stored).expect("saved");
+        assert_eq!(c.resync_from_store().await.expect("resynced"), 4);
+        assert_eq!(pool(&c), stored);
+        assert_eq!(c.resync_from_store().await.expect("resynced"), 0);
+    }
+
+    #[tokio::test]
+    async fn refused_changes_leave_pool_and_store_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let c = control(Some(Box::new(FileStore::new(&path))));
+        c.seed(&[spec("http://127.0.0.1:1", 1)]).expect("seeded");
+        assert!(matches!(
+            c.add(spec("http://127.0.0.1:1", 2)).await,
+            Err(ControlError::Pool(PoolError::Duplicate(_)))
+        ));
+        assert!(matches!(
+            c.remove(&spec("http://127.0.0.1:2", 1).url).await,
+            Err(ControlError::Pool(PoolError::NotFound(_)))
+        ));
+        assert!(!path.exists(), "a refused change was stored");
+        c.remove(&spec("http://127.0.0.1:1", 1).url)
+            .await
+            .expect("removed");
+        assert_eq!(
+            FileStore::new(&path).load().expect("stored"),
+            Some(Vec::new())
+        );
+        c.freeze();
+        assert!(matches!(
+            c.add(spec("http://127.0.0.1:5", 1)).await,
+            Err(ControlError::Frozen)
+        ));
+        assert!(pool(&c).is_empty());
     }
 }

@@ -223,6 +223,16 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     // in the daemon, so the old process is asked to hand over only once this one is ready.
     let boot = server.bootstrap_as_a_service();
     boot.add_dependency(&health);
+    // With `-u` the old process took admin changes until it handed its sockets over: reload
+    // the stored pool before serving.
+    let boot = if opts.upgrade {
+        let resync = control::StoreResync::new(p.control.clone());
+        let resync = server.add_service(background_service("pool resync", resync));
+        resync.add_dependency(&boot);
+        resync
+    } else {
+        boot
+    };
 
     let settings = |tls: bool| ProxySettings {
         retries: conf.retries,

@@ -2,6 +2,7 @@
 //! [`Balancer`]; the request context owns the backend [`Lease`], so in-flight accounting ends
 //! with the request whatever way it ends.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,10 +138,7 @@ impl ProxyHttp for Proxy {
             );
         }
         if let Some(ip) = client_ip(session) {
-            let forwarded = match req.headers.get("x-forwarded-for").map(|v| v.to_str()) {
-                Some(Ok(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
+            let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
         req.insert_header(
@@ -249,6 +247,7 @@ impl ProxyHttp for Proxy {
             (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
                 (0, String::new())
             }
+            (ReadTimedout, ErrorSource::Downstream) => (408, "request timed out".to_string()),
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
@@ -311,6 +310,24 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The `X-Forwarded-For` value to send: every incoming one (several header lines are joined in
+/// order, as RFC 9110 allows), then the client's address.
+fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> String {
+    let mut value = String::new();
+    for prev in req.headers.get_all("x-forwarded-for") {
+        if let Ok(prev) = prev.to_str() {
+            let prev = prev.trim();
+            if !prev.is_empty() {
+                value.push_str(prev);
+                value.push_str(", ");
+            }
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(value, "{ip}");
+    value
 }
 
 /// Calls `remove` for every hop-by-hop header and every header the `Connection` header lists.
@@ -391,6 +408,21 @@ mod tests {
         });
         let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_to_every_incoming_value() {
+        let ip: IpAddr = "10.0.0.9".parse().expect("ip");
+        assert_eq!(forwarded_for(&request(&[]), ip), "10.0.0.9");
+        let req = request(&[
+            ("X-Forwarded-For", "203.0.113.7, 198.51.100.2"),
+            ("X-Forwarded-For", " 192.0.2.1 "),
+            ("X-Forwarded-For", ""),
+        ]);
+        assert_eq!(
+            forwarded_for(&req, ip),
+            "203.0.113.7, 198.51.100.2, 192.0.2.1, 10.0.0.9"
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ const STATE_VERSION: u32 = 1;
 /// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight"}]}`), replaced
 /// atomically: temporary file beside it, fsync, rename, fsync of the directory. A crash at any
 /// point leaves either the old or the new file, never a mix. A missing file loads as `None`;
-/// a missing directory, unreadable or invalid content is an error naming the file.
+/// unreadable or invalid content is an error naming the file. The directory must exist (the
+/// systemd unit's `StateDirectory=` creates it); a save into a missing one fails.
 pub struct FileStore {
     path: PathBuf,
 }
@@ -76,17 +77,7 @@ impl PoolStore for FileStore {
     fn load(&self) -> Result<Option<Vec<BackendSpec>>, StoreError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Every later save would fail: say so at start-up instead.
-                let dir = self.dir();
-                if !dir.is_dir() {
-                    return Err(self.fail(
-                        "cannot be written",
-                        format!("directory {} does not exist", dir.display()),
-                    ));
-                }
-                return Ok(None);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.fail("cannot read", e)),
         };
         let doc: StateDoc = serde_json::from_str(&text)
@@ -178,12 +169,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_is_refused_at_load() {
+    fn a_missing_directory_fails_the_save_with_the_path_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("absent").join("state.json");
-        let e = FileStore::new(&path).load().expect_err("no directory");
+        let store = FileStore::new(&path);
+        assert!(store.load().expect("nothing stored yet").is_none());
+        let e = store.save(&[]).expect_err("no directory");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
-        assert!(FileStore::new(&path).save(&[]).is_err());
     }
 
     #[test]

@@ -823,6 +823,68 @@ async fn a_change_that_cannot_be_stored_is_refused_and_not_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_an_upgrade_waits_survive_it() {
+    let (a, b, c) = (
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+    );
+    let state = tempfile::tempdir().expect("state dir");
+    let mut builder = GatewayBuilder::default().backend(a.url()).backend(b.url());
+    builder.state_file = Some(state.path().join("state.json"));
+    let mut old = builder.start().await;
+    let (code, _) = add(&old, json!({"url": c.url()})).await;
+    assert_eq!(code, 201);
+
+    // `portico -u` starts (and loads the state file), then waits for the sockets...
+    let sock = old.upgrade_sock();
+    let dir = std::mem::replace(&mut old.dir, tempfile::tempdir().expect("tempdir"));
+    let new = Gateway::spawn(
+        dir,
+        old.config.clone(),
+        old.port,
+        old.admin_port,
+        &["-u".to_string()],
+    );
+    let waiting = eventually(Duration::from_secs(20), || {
+        let exists = sock.exists();
+        async move { exists }
+    })
+    .await;
+    assert!(
+        waiting,
+        "`portico -u` never waited for the sockets:\n{}",
+        new.log()
+    );
+    // ...while the old process still takes admin changes.
+    let (code, _) = delete_by_query(&old, &a.url()).await;
+    assert_eq!(code, 200);
+    let (code, _) = add(
+        &old,
+        json!({"url": format!("http://localhost:{}", a.addr.port()), "weight": 2}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let expected = pool(&old).await;
+    old.signal(Signal::SIGQUIT);
+    assert!(
+        old.wait_exit(Duration::from_secs(30)).await.is_some(),
+        "old process stayed"
+    );
+
+    // The new process serves the pool as the old one left it.
+    assert_eq!(pool(&new).await, expected, "log:\n{}", new.log());
+    assert!(
+        new.wait_alive(
+            &format!("http://localhost:{}", a.addr.port()),
+            true,
+            DEADLINE
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_adds_loses_nothing_acknowledged() {
     const ADDERS: u16 = 3;
     const ENOUGH: usize = 30;

@@ -157,6 +157,17 @@ fn every_mistake_fails_with_key_and_value_named() {
             &["threads", "many"],
         ),
         ("not YAML", "backends: [unclosed\n", &["YAML"]),
+        (
+            "backends not a list",
+            "backends: http://127.0.0.1:9001\n",
+            &["backends", "http://127.0.0.1:9001"],
+        ),
+        (
+            "listen not an address",
+            "listen: 8080\n",
+            &["listen", "8080"],
+        ),
+        ("retries out of range", "retries: 99\n", &["retries", "99"]),
     ];
     let problems: Vec<String> = cases
         .iter()

@@ -388,8 +388,8 @@ async fn sigterm_stops_the_checker_and_the_process_promptly_with_a_long_interval
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_dead_backends_are_judged_within_about_one_timeout() {
-    const SILENT: usize = 700;
-    const CLOSED: usize = 300;
+    const SILENT: usize = 100;
+    const CLOSED: usize = 200;
     let timeout = Duration::from_secs(2);
     let mut silent = Vec::new();
     for _ in 0..SILENT {

@@ -461,6 +461,30 @@ async fn client_disconnect_cancels_the_backend_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_gone_mid_upload_cancels_the_backend_request() {
+    let o = origins(&["a"]).await;
+    let gw = with_backends(GatewayBuilder::default(), &o).start().await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        10 * MIB
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(&vec![b'u'; MIB as usize])
+        .await
+        .expect("write part of the body");
+    assert!(eventually(SOON, || async { o[0].in_progress() == 1 }).await);
+    drop(s);
+    assert!(
+        eventually(SOON, || async { o[0].cancelled() > 0 }).await,
+        "the origin did not see the cancellation"
+    );
+    assert!(eventually(SOON, || all_connections_zero(&gw)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_leave_no_connection_counted() {
     let o = origins(&["a", "b", "c"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
@@ -495,6 +519,7 @@ async fn request_round_trips_with_forwarding_headers_and_without_hop_by_hop() {
     let request = "POST /echo?x=1&y=two HTTP/1.1\r\n\
          Host: shop.example:8443\r\n\
          X-Forwarded-For: 203.0.113.7\r\n\
+         X-Forwarded-For: 198.51.100.2\r\n\
          Connection: close, X-Hop\r\n\
          X-Hop: secret\r\n\
          Keep-Alive: timeout=5\r\n\
@@ -515,7 +540,7 @@ async fn request_round_trips_with_forwarding_headers_and_without_hop_by_hop() {
     assert_eq!(echo["body_len"], 11);
     let h = &echo["headers"];
     assert_eq!(h["x-custom"], "value 1");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.2, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example:8443");
     for hop in ["x-hop", "keep-alive", "te", "proxy-authorization"] {

@@ -313,7 +313,10 @@ async fn https_backend_with_a_certificate_from_an_untrusted_ca_is_refused() {
         "SNI seen by the backend: {sni:?}"
     );
     let reason = b["last_change_reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("TLS"), "reason: {reason}");
+    assert!(
+        reason.contains("TLS") && reason.contains("certificate"),
+        "reason: {reason}"
+    );
 
     for _ in 0..5 {
         let r = client().get(gw.url("/")).send().await.expect("request");

@@ -231,8 +231,24 @@ fn portico_file(map: serde_yaml::Mapping) -> Result<FileConfig, ConfigError> {
 fn deserialize_named<T: DeserializeOwned>(map: Mapping) -> Result<T, ConfigError> {
     match serde_yaml::from_value::<T>(Value::Mapping(map.clone())) {
         Ok(v) => Ok(v),
-        Err(e) => err(culprit::<T>(&map), e.to_string()),
+        Err(e) => err(culprit::<T>(&map), plain_words(&e.to_string())),
     }
+}
+
+/// serde's message in the configuration's words rather than Rust's.
+fn plain_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("unknown field", "unknown key"),
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u8", "expected a non-negative integer"),
+    ];
+    WORDS.iter().fold(message.to_string(), |m, (rust, plain)| {
+        m.replace(rust, plain)
+    })
 }
 
 /// The first key of `map` (or `key.sub` inside a nested mapping) that `T` refuses alone.

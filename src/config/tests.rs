@@ -133,7 +133,7 @@ fn every_mistake_names_its_key_and_value() {
         ("admin: {listen: 'x:y'}", "admin.listen", "x:y"),
         ("admin: {token: ''}", "admin.token", "empty"),
         ("admin: {lsten: '127.0.0.1:1'}", "admin.lsten", "lsten"),
-        ("retries: many", "retries", "many"),
+        ("retries: many", "retries", "expected an integer"),
         ("threads: many", "threads", "many"),
         ("timeouts: {read: [1]}", "timeouts.read", "sequence"),
         ("timeouts: {read: -5}", "timeouts.read", "-5"),

@@ -164,7 +164,13 @@ pub fn probe_reason(e: &Error, timeout: Duration) -> String {
         ErrorType::ConnectionClosed => "connection closed".into(),
         ErrorType::CustomCode(_, code) => format!("health check returned {code}"),
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
-            format!("TLS handshake failed: {}", cause(e))
+            // The context names the TLS failure ("invalid peer certificate: UnknownIssuer");
+            // Pingora's cause here only carries the local address.
+            let detail = e.context.as_ref().map(|c| c.as_str().to_string());
+            format!(
+                "TLS handshake failed: {}",
+                detail.unwrap_or_else(|| cause(e))
+            )
         }
         other => match &e.cause {
             Some(c) => format!("{}: {c}", other.as_str()),

@@ -223,7 +223,8 @@ async fn handle(
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(_) => break,
+                    // The body broke off: the request was cancelled, not completed.
+                    Err(_) => return Ok(Response::new(full("incomplete upload\n"))),
                 }
             }
             Response::new(full(total.to_string()))
