@@ -275,7 +275,12 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
 
     if opts.demo {
         for origin in demo::services() {
-            server.add_service(origin);
+            let handle = server.add_service(origin);
+            // Fresh start: the demo origins must be up for the first health round. Upgrade:
+            // their sockets come from the old process, so they wait for the hand-over.
+            if opts.upgrade {
+                handle.add_dependency(&boot);
+            }
         }
     }
     Ok(server)

@@ -134,3 +134,27 @@ pub fn remove_own_pid_file(path: &std::path::Path) {
         let _ = std::fs::remove_file(path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_the_pid_file_only_when_it_names_this_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = dir.path().join("other.pid");
+        std::fs::write(&other, "1\n").expect("write");
+        remove_own_pid_file(&other);
+        assert!(
+            other.exists(),
+            "a pid file naming another process was removed"
+        );
+
+        let own = dir.path().join("own.pid");
+        std::fs::write(&own, format!("{}\n", std::process::id())).expect("write");
+        remove_own_pid_file(&own);
+        assert!(!own.exists());
+
+        remove_own_pid_file(&dir.path().join("missing.pid"));
+    }
+}

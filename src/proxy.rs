@@ -129,7 +129,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !session.is_upgrade_req() {
+        if !session.is_upgrade_req() && has_hop_by_hop(&req.headers) {
             strip_hop_by_hop(
                 req.headers.get_all("connection").iter().cloned().collect(),
                 |h| {
@@ -141,10 +141,8 @@ impl ProxyHttp for Proxy {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
-        req.insert_header(
-            "X-Forwarded-Proto",
-            if self.settings.tls { "https" } else { "http" },
-        )?;
+        let proto = if self.settings.tls { "https" } else { "http" };
+        req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
         let host = req
             .headers
             .get("host")
@@ -163,7 +161,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if resp.status.as_u16() != 101 {
+        if resp.status.as_u16() != 101 && has_hop_by_hop(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),
                 |h| {
@@ -330,6 +328,12 @@ fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> String {
     value
 }
 
+/// Whether any hop-by-hop header is present (`Connection`, which lists the others, included).
+/// Most messages carry none: one scan of the names costs less than the removals it saves.
+fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()))
+}
+
 /// Calls `remove` for every hop-by-hop header and every header the `Connection` header lists.
 fn strip_hop_by_hop(connection: Vec<http::HeaderValue>, mut remove: impl FnMut(&str)) {
     for v in &connection {
@@ -423,6 +427,15 @@ mod tests {
             forwarded_for(&req, ip),
             "203.0.113.7, 198.51.100.2, 192.0.2.1, 10.0.0.9"
         );
+    }
+
+    #[test]
+    fn hop_by_hop_presence_is_seen_by_name() {
+        assert!(!has_hop_by_hop(&request(&[("Accept", "*/*")]).headers));
+        assert!(has_hop_by_hop(&request(&[("TE", "trailers")]).headers));
+        assert!(has_hop_by_hop(
+            &request(&[("Connection", "X-Secret"), ("X-Secret", "1")]).headers
+        ));
     }
 
     #[test]

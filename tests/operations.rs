@@ -92,7 +92,10 @@ async fn upgrades_under_load_fail_no_request_and_keep_the_pool() {
     add_backend(&gw, &b.url()).await;
     assert!(gw.wait_alive(&b.url(), true, Duration::from_secs(10)).await);
 
-    let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(LoadStats::default()));
+    let (stop, stats) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(LoadStats::default()),
+    );
     let load = start_load(gw.url("/"), stop.clone(), stats.clone());
     let progressed = |min: u64| {
         let stats = stats.clone();
@@ -127,7 +130,10 @@ async fn upgrades_under_load_fail_no_request_and_keep_the_pool() {
     }
     let b_before = b.requests();
     assert!(
-        eventually(Duration::from_secs(10), || async { b.requests() > b_before }).await,
+        eventually(Duration::from_secs(10), || async {
+            b.requests() > b_before
+        })
+        .await,
         "the backend added through the admin API gets no traffic after the upgrades"
     );
 
@@ -149,7 +155,10 @@ async fn upgrades_under_load_fail_no_request_and_keep_the_pool() {
         "SIGTERM exit {status:?}; log:\n{}",
         gw.log()
     );
-    let (ok, failed) = (stats.ok.load(Ordering::SeqCst), stats.failed.load(Ordering::SeqCst));
+    let (ok, failed) = (
+        stats.ok.load(Ordering::SeqCst),
+        stats.failed.load(Ordering::SeqCst),
+    );
     eprintln!("upgrade proof: {UPGRADES} upgrades, {ok} requests succeeded, {failed} failed");
     assert_eq!(
         failed,
@@ -158,13 +167,22 @@ async fn upgrades_under_load_fail_no_request_and_keep_the_pool() {
         ok + failed,
         stats.errors.lock().unwrap_or_else(|p| p.into_inner())
     );
-    assert!(ok >= 1000, "too little load to prove anything: {ok} requests");
+    assert!(
+        ok >= 1000,
+        "too little load to prove anything: {ok} requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     let origin = Origin::start("slow").await;
-    let mut gw = GatewayBuilder::default().backend(origin.url()).start().await;
+    let mut gw = GatewayBuilder {
+        grace_period: 10,
+        ..GatewayBuilder::default()
+    }
+    .backend(origin.url())
+    .start()
+    .await;
     let url = gw.url("/slow?ms=1500");
     let slow = tokio::spawn(async move {
         let r = client().get(url).send().await?;
@@ -172,7 +190,10 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
         r.text().await.map(|body| (status, body))
     });
     assert!(
-        eventually(Duration::from_secs(10), || async { origin.in_progress() == 1 }).await,
+        eventually(Duration::from_secs(10), || async {
+            origin.in_progress() == 1
+        })
+        .await,
         "the slow request did not reach the origin"
     );
     let signalled = Instant::now();
@@ -192,16 +213,16 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
 
     let (status, _) = slow.await.expect("task").expect("slow request failed");
     assert_eq!(status, 200);
-    let exit = gw.wait_exit(Duration::from_secs(10)).await;
+    let exit = gw.wait_exit(Duration::from_secs(20)).await;
     assert!(
         exit.is_some_and(|s| s.success()),
         "exit {exit:?}; log:\n{}",
         gw.log()
     );
-    // grace_period_seconds is 3 in the test configuration: the process leaves as soon as the
-    // request is done, not after sleeping out the grace period.
+    // The process leaves as soon as the request is done (1.5 s), not after sleeping out the
+    // 10 s grace period.
     assert!(
-        signalled.elapsed() < Duration::from_secs(3),
+        signalled.elapsed() < Duration::from_secs(8),
         "exit took {:?}",
         signalled.elapsed()
     );
@@ -272,9 +293,16 @@ async fn daemon_writes_its_pid_file_and_removes_it_on_sigterm() {
         .expect("pid file holds a pid");
     let _guard = KillOnDrop(pid);
     assert_ne!(pid, gw.pid().as_raw(), "the pid file names the launcher");
-    assert!(matches!(proc_state(pid), Some(s) if s != 'Z'), "daemon not running");
+    assert!(
+        matches!(proc_state(pid), Some(s) if s != 'Z'),
+        "daemon not running"
+    );
 
-    let r = client().get(gw.url("/daemon-check")).send().await.expect("request");
+    let r = client()
+        .get(gw.url("/daemon-check"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 200);
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("signal daemon");
@@ -286,8 +314,14 @@ async fn daemon_writes_its_pid_file_and_removes_it_on_sigterm() {
     assert!(!pid_file.exists(), "pid file left behind");
     // The daemon's stderr goes to error_log, and Portico's own log lines with it.
     let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-    assert!(log.contains("GET /daemon-check"), "no access line in error_log:\n{log}");
-    assert!(log.contains("all in-flight requests finished"), "error_log:\n{log}");
+    assert!(
+        log.contains("GET /daemon-check"),
+        "no access line in error_log:\n{log}"
+    );
+    assert!(
+        log.contains("all in-flight requests finished"),
+        "error_log:\n{log}"
+    );
 }
 
 /// Starts a gateway like `GatewayBuilder::start` but with `RUST_LOG` set to `rust_log`.
@@ -321,7 +355,10 @@ async fn start_with_log_level(builder: &GatewayBuilder, rust_log: &str) -> Gatew
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_line_per_request_and_can_be_turned_off() {
     let origin = Origin::start("logged").await;
-    let on = GatewayBuilder::default().backend(origin.url()).start().await;
+    let on = GatewayBuilder::default()
+        .backend(origin.url())
+        .start()
+        .await;
     let off = GatewayBuilder {
         access_log: false,
         ..GatewayBuilder::default()
@@ -384,7 +421,11 @@ async fn rust_log_warn_hides_info_lines() {
     let mut origin = Origin::start("quiet").await;
     let builder = GatewayBuilder::default().backend(origin.url());
     let gw = start_with_log_level(&builder, "warn").await;
-    let r = client().get(gw.url("/quiet")).send().await.expect("request");
+    let r = client()
+        .get(gw.url("/quiet"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 200);
     origin.stop();
     assert!(
@@ -397,6 +438,79 @@ async fn rust_log_warn_hides_info_lines() {
     );
     let log = gw.log();
     assert!(log.contains("WARN"), "{log}");
-    assert!(!log.contains("INFO"), "info lines with RUST_LOG=warn:\n{log}");
+    assert!(
+        !log.contains("INFO"),
+        "info lines with RUST_LOG=warn:\n{log}"
+    );
     assert!(!log.contains("portico::access"), "{log}");
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// What `systemctl reload portico` does with deploy/portico.service: `portico -u -d` returns
+/// once the new daemon is ready, then the old main pid gets SIGQUIT; the pid file names the
+/// new daemon, which serves, and removes the pid file on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reload_the_systemd_way_hands_over_to_a_new_daemon() {
+    let origin = Origin::start("r").await;
+    let builder = GatewayBuilder {
+        args: vec!["-d".into()],
+        extra: "daemon_wait_for_ready: true\n".into(),
+        ..GatewayBuilder::default()
+    }
+    .backend(origin.url());
+    let mut gw = builder.start().await;
+    let launched = gw.wait_exit(Duration::from_secs(20)).await;
+    assert!(launched.is_some_and(|s| s.success()), "{}", gw.log());
+    let pid_file = gw.dir.path().join("portico.pid");
+    let old = read_pid(&pid_file);
+    let _old_guard = KillOnDrop(old);
+
+    let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().expect("tempdir"));
+    let args = ["-u".to_string(), "-d".to_string()];
+    let mut reload = Gateway::spawn(dir, gw.config.clone(), gw.port, gw.admin_port, &args);
+    let ready = reload.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        ready.is_some_and(|s| s.success()),
+        "`portico -u -d` exit {ready:?}; log:\n{}",
+        reload.log()
+    );
+    let new = read_pid(&pid_file);
+    let _new_guard = KillOnDrop(new);
+    assert_ne!(
+        new, old,
+        "the pid file must name the new daemon before the old one exits"
+    );
+
+    kill(Pid::from_raw(old), Signal::SIGQUIT).expect("SIGQUIT old daemon");
+    let old_gone = eventually(Duration::from_secs(30), || async {
+        matches!(proc_state(old), None | Some('Z'))
+    })
+    .await;
+    assert!(old_gone, "old daemon still running; log:\n{}", reload.log());
+    assert_eq!(
+        read_pid(&pid_file),
+        new,
+        "the old daemon touched the pid file"
+    );
+    assert!(
+        matches!(proc_state(new), Some(s) if s != 'Z'),
+        "new daemon died"
+    );
+    let r = client().get(reload.url("/after-reload")).send().await;
+    assert_eq!(r.expect("request to the new daemon").status(), 200);
+
+    kill(Pid::from_raw(new), Signal::SIGTERM).expect("SIGTERM new daemon");
+    let new_gone = eventually(Duration::from_secs(15), || async {
+        matches!(proc_state(new), None | Some('Z'))
+    })
+    .await;
+    assert!(new_gone, "new daemon still running after SIGTERM");
+    assert!(!pid_file.exists(), "pid file left behind");
 }
