@@ -6,7 +6,11 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_over_three_origins() {
-    let origins = [Origin::start("a").await, Origin::start("b").await, Origin::start("c").await];
+    let origins = [
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+    ];
     let mut b = GatewayBuilder::default();
     for o in &origins {
         b = b.backend(o.url());
