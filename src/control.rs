@@ -301,21 +301,15 @@ async fn resolve(url: &BackendUrl) -> Result<SocketAddr, ControlError> {
     }
 }
 
+/// A control over an empty round-robin pool, for unit tests here and in the admin API.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::balancer::strategy;
     use crate::config::{HealthConfig, StrategyKind};
-    use crate::store::FileStore;
+    use std::time::Duration;
 
-    fn spec(url: &str, weight: u32) -> BackendSpec {
-        BackendSpec {
-            url: BackendUrl::parse(url).expect("valid"),
-            weight,
-        }
-    }
-
-    fn control(store: Option<Box<dyn PoolStore>>) -> Arc<Control> {
+    pub(crate) fn control(store: Option<Box<dyn PoolStore>>) -> Arc<Control> {
         let health = HealthConfig {
             interval: Duration::from_secs(10),
             path: None,
@@ -335,6 +329,15 @@ mod tests {
             b"k".to_vec(),
         ))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::control;
+    use super::*;
+    use crate::config::test_spec as spec;
+    use crate::store::FileStore;
+
 
     fn pool(c: &Control) -> Vec<BackendSpec> {
         let mut specs: Vec<BackendSpec> = c

@@ -146,12 +146,7 @@ impl PoolStore for FileStore {
 mod tests {
     use super::*;
 
-    fn spec(url: &str, weight: u32) -> BackendSpec {
-        BackendSpec {
-            url: BackendUrl::parse(url).expect("valid"),
-            weight,
-        }
-    }
+    use crate::config::test_spec as spec;
 
     #[test]
     fn round_trips_and_missing_is_none() {

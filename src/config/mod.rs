@@ -564,5 +564,14 @@ fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, ConfigError> 
     })
 }
 
+/// A backend spec from a URL known to be valid (tests only).
+#[cfg(test)]
+pub(crate) fn test_spec(url: &str, weight: u32) -> BackendSpec {
+    BackendSpec {
+        url: BackendUrl::parse(url).expect("valid test URL"),
+        weight,
+    }
+}
+
 #[cfg(test)]
 mod tests;

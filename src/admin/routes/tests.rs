@@ -1,39 +1,15 @@
 //! Unit tests of admin routing and handlers, without sockets.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::*;
-use crate::balancer::{strategy, Balancer, LoadBalancer, Observation};
-use crate::config::{HealthConfig, StrategyKind, Timeouts};
-use crate::health::Prober;
+use crate::balancer::{LoadBalancer, Observation};
 
 fn api(token: Option<&str>) -> AdminApi {
-    let balancer = Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1));
-    let health = HealthConfig {
-        interval: Duration::from_secs(10),
-        path: None,
-        timeout: Duration::from_millis(300),
-        rise: 1,
-        fall: 1,
-    };
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(1),
-        read: Duration::from_secs(1),
-    };
-    let prober = Arc::new(Prober::new(&health));
-    let control = Arc::new(Control::new(
-        balancer.clone(),
-        prober,
-        None,
-        timeouts,
-        b"k".to_vec(),
-    ));
+    let control = crate::control::testing::control(None);
+    let balancer = control.balancer().clone();
     control
-        .seed(&[BackendSpec {
-            url: BackendUrl::parse("http://127.0.0.1:9").expect("valid"),
-            weight: 2,
-        }])
+        .seed(&[crate::config::test_spec("http://127.0.0.1:9", 2)])
         .expect("seeded");
     let b = balancer.snapshot().backends[0].clone();
     balancer.set_backend_status(&b, Observation::Passed);
