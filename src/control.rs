@@ -338,7 +338,6 @@ mod tests {
     use crate::config::test_spec as spec;
     use crate::store::FileStore;
 
-
     fn pool(c: &Control) -> Vec<BackendSpec> {
         let mut specs: Vec<BackendSpec> = c
             .balancer()
