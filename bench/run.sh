@@ -5,12 +5,16 @@
 #   bench/run.sh                 # full run: 3 rounds of 10 s per proxy + 10,000 idle connections
 #   QUICK=1 bench/run.sh         # 1 round of 3 s, 2,000 idle connections (a smoke test)
 #
-# Knobs (environment): ROUNDS, DURATION (wrk -d), CONNS (wrk -c), IDLE_CONNS, LOAD_CPU and
-# PROXY_CPU (taskset cores), PROXIES (subset/order of: nginx haproxy bare portico),
-# LEVERS=1 (adds Portico with work_stealing: true and with false), PORTICO_ALT="name=/path/to/portico ..."
-# (extra Portico binaries run with the same configuration, e.g. a build without LTO),
-# PROFILE=1 (perf record -e cpu-clock -g of each proxy in round 1, into OUT/<name>.perf.data;
-# CPU/request of that round then includes perf's overhead), SKIP_BUILD=1, CARGO_TARGET_DIR (default: <repo>/target), OUT (results directory).
+# Knobs (environment):
+#   ROUNDS, DURATION (wrk -d), CONNS (wrk -c), IDLE_CONNS
+#   LOAD_CPU, PROXY_CPU        taskset cores of (origin + wrk) and of each proxy (0 and 1)
+#   PROXIES                    subset/order of: nginx haproxy bare portico
+#   LEVERS=1                   also Portico with `work_stealing: true` and with `false`
+#   PORTICO_ALT="name=/path/to/portico ..."   extra Portico binaries, same configuration
+#                              (e.g. a build without LTO, or a wrapper script setting env vars)
+#   PROFILE=1                  perf record -e cpu-clock -g of each proxy in round 1, into
+#                              OUT/<name>.perf.data (that round's CPU/request includes perf)
+#   SKIP_BUILD=1, CARGO_TARGET_DIR (default <repo>/target), OUT (results directory)
 #
 # Layout: the origin (one nginx worker answering `200 ok` on three ports) and wrk share
 # LOAD_CPU; each proxy runs alone on PROXY_CPU with one worker thread. Every process this
@@ -68,12 +72,14 @@ cleanup() {
     for pid in "${PIDS[@]}"; do   # SIGINT: fast shutdown for nginx, HAProxy and Pingora
         kill -INT "$pid" 2>/dev/null || true
     done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+    for sig in TERM KILL; do   # HAProxy stops on TERM; KILL only for what is still there
+        for pid in "${PIDS[@]}"; do
+            for _ in $(seq 30); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -"$sig" "$pid" 2>/dev/null || true
         done
-        kill -9 "$pid" 2>/dev/null || true
     done
 }
 trap cleanup EXIT
@@ -220,6 +226,12 @@ EOF
     PID[$name]=$!; PORT[$name]=$port; PIDS+=($!); NAMES+=("$name")
 }
 
+for port in "${ORIGIN_PORTS[@]}" 18081 18082 18083 18084 19084 18090 18091 18092 18093; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use: stop what listens there first" >&2
+        exit 1
+    fi
+done
 start_origin
 for p in $PROXIES; do
     case $p in
@@ -244,6 +256,8 @@ for n in "${NAMES[@]}"; do wait_ready "$n" "${PORT[$n]}"; done
 
 # --- load ------------------------------------------------------------------------------------
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# "busy idle" ticks of the load core (wrk + origin): how much it waited on the proxy.
+load_core() { awk -v c="cpu$LOAD_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 
 echo "origin + wrk on cpu $LOAD_CPU, proxies on cpu $PROXY_CPU; $ROUNDS round(s) of wrk -t1 -c$CONNS -d$DURATION"
 for n in "${NAMES[@]}"; do   # warm-up: pools, allocator, page cache
@@ -260,14 +274,18 @@ for round in $(seq "$ROUNDS"); do
             PIDS+=($perf_pid)
         fi
         before=$(cpu_ticks "${PID[$n]}")
+        read -r busy0 idle0 <<<"$(load_core)"
         line=$(taskset -c "$LOAD_CPU" timeout 120 wrk -t1 -c"$CONNS" -d"$DURATION" \
             -s "$HERE/wrk-report.lua" "http://127.0.0.1:${PORT[$n]}/" | grep '^RESULT')
         after=$(cpu_ticks "${PID[$n]}")
+        read -r busy1 idle1 <<<"$(load_core)"
+        load_idle=$(( 100 * (idle1 - idle0) / (busy1 - busy0 + idle1 - idle0 + 1) ))
         if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
         read -r _ reqs secs p50 p99 non2xx sockerr <<<"$line"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$round" "$reqs" "$secs" "$p50" \
-            "$p99" "$non2xx" "$sockerr" "$((after - before))" >>"$OUT/runs.tsv"
-        echo "  round $round $n: $reqs requests in ${secs}s, p99 ${p99}us, cpu $((after - before)) ticks"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$round" "$reqs" "$secs" "$p50" \
+            "$p99" "$non2xx" "$sockerr" "$((after - before))" "$load_idle" >>"$OUT/runs.tsv"
+        echo "  round $round $n: $reqs requests in ${secs}s, p99 ${p99}us, cpu $((after - before)) ticks," \
+            "load core idle ${load_idle}%"
     done
 done
 

@@ -313,7 +313,8 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 /// The `X-Forwarded-For` value to send: every incoming one (several header lines are joined in
 /// order, as RFC 9110 allows), then the client's address.
 fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> String {
-    let mut value = String::new();
+    // Room for one incoming hop and an IPv6 address: usually no reallocation.
+    let mut value = String::with_capacity(64);
     for prev in req.headers.get_all("x-forwarded-for") {
         if let Ok(prev) = prev.to_str() {
             let prev = prev.trim();
