@@ -211,6 +211,7 @@ async fn least_conn_sends_new_requests_away_from_busy_backends() {
     let idle = busy.iter().position(|&n| n == 0).expect("one idle origin");
     let before: Vec<u64> = o.iter().map(Origin::requests).collect();
 
+    let idle_url = o[idle].url();
     for _ in 0..20 {
         let r = http.get(gw.url("/")).send().await.expect("request");
         assert_eq!(r.status(), 200);
@@ -218,6 +219,15 @@ async fn least_conn_sends_new_requests_away_from_busy_backends() {
             r.headers()["x-origin"].to_str().ok(),
             Some(o[idle].name.as_str())
         );
+        // The gateway releases a request's count just after the client has the response:
+        // wait for it, or the next pick may see the idle backend as busy as the others.
+        let released = eventually(SOON, || async {
+            gw.backend(&idle_url)
+                .await
+                .is_some_and(|b| b["current_connections"] == 0)
+        })
+        .await;
+        assert!(released, "the idle backend's count did not return to 0");
     }
     let after: Vec<u64> = o.iter().map(Origin::requests).collect();
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
