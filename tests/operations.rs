@@ -5,14 +5,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::gateway::{check_file, BIN};
+use support::gateway::check_file;
 use support::*;
 
 /// Concurrent keep-alive clients of the load generator.
@@ -324,34 +323,6 @@ async fn daemon_writes_its_pid_file_and_removes_it_on_sigterm() {
     );
 }
 
-/// Starts a gateway like `GatewayBuilder::start` but with `RUST_LOG` set to `rust_log`.
-async fn start_with_log_level(builder: &GatewayBuilder, rust_log: &str) -> Gateway {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (port, admin_port) = (free_port(), free_port());
-    let config = dir.path().join("portico.yaml");
-    std::fs::write(&config, builder.yaml(dir.path(), port, admin_port)).expect("config");
-    let log_path = dir.path().join("portico.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let child = Command::new(BIN)
-        .arg("-c")
-        .arg(&config)
-        .env("RUST_LOG", rust_log)
-        .stdout(Stdio::from(log.try_clone().expect("dup")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn");
-    let gw = Gateway {
-        dir,
-        config,
-        port,
-        admin_port,
-        child,
-        log_path,
-    };
-    gw.wait_ready().await;
-    gw
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_line_per_request_and_can_be_turned_off() {
     let origin = Origin::start("logged").await;
@@ -419,8 +390,9 @@ fn is_timestamped(line: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_log_warn_hides_info_lines() {
     let mut origin = Origin::start("quiet").await;
-    let builder = GatewayBuilder::default().backend(origin.url());
-    let gw = start_with_log_level(&builder, "warn").await;
+    let mut builder = GatewayBuilder::default().backend(origin.url());
+    builder.rust_log = Some("warn".into());
+    let gw = builder.start().await;
     let r = client()
         .get(gw.url("/quiet"))
         .send()

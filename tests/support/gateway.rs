@@ -35,6 +35,8 @@ pub struct GatewayBuilder {
     /// Appended verbatim to the YAML (extra keys, e.g. `tls:`).
     pub extra: String,
     pub args: Vec<String>,
+    /// `RUST_LOG` for the process (default: the test's own, else `info`).
+    pub rust_log: Option<String>,
 }
 
 impl Default for GatewayBuilder {
@@ -56,6 +58,7 @@ impl Default for GatewayBuilder {
             threads: 2,
             extra: String::new(),
             args: Vec::new(),
+            rust_log: None,
         }
     }
 }
@@ -126,7 +129,14 @@ impl GatewayBuilder {
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("portico.yaml");
         fs::write(&config, self.yaml(dir.path(), port, admin_port)).expect("write config");
-        let gw = Gateway::spawn(dir, config, port, admin_port, &self.args);
+        let gw = Gateway::spawn_with_log_level(
+            dir,
+            config,
+            port,
+            admin_port,
+            &self.args,
+            self.rust_log.as_deref(),
+        );
         gw.wait_ready().await;
         gw
     }
@@ -169,6 +179,21 @@ impl Gateway {
         admin_port: u16,
         args: &[String],
     ) -> Gateway {
+        Self::spawn_with_log_level(dir, config, port, admin_port, args, None)
+    }
+
+    /// Like [`Gateway::spawn`], with `RUST_LOG` set to `rust_log` when given.
+    pub fn spawn_with_log_level(
+        dir: TempDir,
+        config: PathBuf,
+        port: u16,
+        admin_port: u16,
+        args: &[String],
+        rust_log: Option<&str>,
+    ) -> Gateway {
+        let rust_log = rust_log
+            .map(str::to_owned)
+            .unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         let n = fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
         let log_path = dir.path().join(format!("portico-{n}.log"));
         let log = fs::File::create(&log_path).expect("log file");
@@ -176,10 +201,7 @@ impl Gateway {
             .arg("-c")
             .arg(&config)
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
             .spawn()
