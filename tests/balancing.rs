@@ -29,6 +29,19 @@ fn steady() -> GatewayBuilder {
     }
 }
 
+/// A gateway with `strategy` over `origins` (access log off: these tests send thousands of
+/// requests), once every origin is alive.
+async fn sticky_gateway(strategy: &str, origins: &[Origin]) -> Gateway {
+    let mut b = steady().strategy(strategy);
+    b.access_log = false;
+    for o in origins {
+        b = b.backend(o.url());
+    }
+    let gw = b.start().await;
+    wait_all_alive(&gw, origins).await;
+    gw
+}
+
 /// A distinct loopback source address per client (all of 127.0.0.0/8 is local on Linux).
 fn client_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 20, (i / 200) as u8, (i % 200 + 1) as u8))
@@ -202,13 +215,7 @@ fn per_origin(owner: &HashMap<usize, String>) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_keeps_each_of_a_thousand_clients_on_one_backend() {
     let origins = start_origins(&["a", "b", "c", "d"]).await;
-    let mut b = steady().strategy("ip-hash");
-    b.access_log = false;
-    for o in &origins {
-        b = b.backend(o.url());
-    }
-    let gw = b.start().await;
-    wait_all_alive(&gw, &origins).await;
+    let gw = sticky_gateway("ip-hash", &origins).await;
 
     let owner = sticky(&owners(&gw, 0..1000, 2).await);
     let spread = per_origin(&owner);
@@ -224,12 +231,7 @@ async fn ip_hash_keeps_each_of_a_thousand_clients_on_one_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_moves_a_down_backends_clients_and_they_stay() {
     let mut origins = start_origins(&["a", "b", "c"]).await;
-    let mut b = steady().strategy("ip-hash");
-    for o in &origins {
-        b = b.backend(o.url());
-    }
-    let gw = b.start().await;
-    wait_all_alive(&gw, &origins).await;
+    let gw = sticky_gateway("ip-hash", &origins).await;
 
     let owner = sticky(&owners(&gw, 0..90, 1).await);
     let victims: Vec<usize> = owner
@@ -265,13 +267,7 @@ async fn ip_hash_moves_a_down_backends_clients_and_they_stay() {
 async fn removing_one_of_ten_backends_moves_about_a_tenth_of_ip_hash_clients() {
     let names = ["o0", "o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8", "o9"];
     let origins = start_origins(&names).await;
-    let mut b = steady().strategy("ip-hash");
-    b.access_log = false;
-    for o in &origins {
-        b = b.backend(o.url());
-    }
-    let gw = b.start().await;
-    wait_all_alive(&gw, &origins).await;
+    let gw = sticky_gateway("ip-hash", &origins).await;
 
     let before = sticky(&owners(&gw, 0..1000, 1).await);
     let gone = &origins[3];
@@ -328,13 +324,7 @@ async fn get_with_cookie(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_stickiness_over_a_thousand_requests_and_tampered_cookies_are_ignored() {
     let origins = start_origins(&["a", "b", "c"]).await;
-    let mut b = steady().strategy("cookie");
-    b.access_log = false;
-    for o in &origins {
-        b = b.backend(o.url());
-    }
-    let gw = b.start().await;
-    wait_all_alive(&gw, &origins).await;
+    let gw = sticky_gateway("cookie", &origins).await;
     let url = gw.url("/");
 
     // 100 clients, each a first request then 10 with its cookie: 1,000 sticky requests.
@@ -403,12 +393,7 @@ async fn cookie_stickiness_over_a_thousand_requests_and_tampered_cookies_are_ign
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_client_whose_backend_goes_down_moves_and_stays() {
     let mut origins = start_origins(&["a", "b", "c"]).await;
-    let mut b = steady().strategy("cookie");
-    for o in &origins {
-        b = b.backend(o.url());
-    }
-    let gw = b.start().await;
-    wait_all_alive(&gw, &origins).await;
+    let gw = sticky_gateway("cookie", &origins).await;
     let url = gw.url("/");
     let http = client();
 
