@@ -121,22 +121,16 @@ impl ProxyHttp for Proxy {
         Ok(peer)
     }
 
-    /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`; drops hop-by-hop headers
-    /// (kept for a protocol upgrade such as WebSocket, which needs them).
+    /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`. Hop-by-hop request headers,
+    /// and those the `Connection` header names, are already gone: Pingora's default upstream
+    /// request policy (`HttpUpstreamRequestPolicy`) strips them before this phase and forwards
+    /// `Connection`/`Upgrade` only for a WebSocket upgrade.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !session.is_upgrade_req() && has_hop_by_hop(&req.headers) {
-            strip_hop_by_hop(
-                req.headers.get_all("connection").iter().cloned().collect(),
-                |h| {
-                    let _ = req.remove_header(h);
-                },
-            );
-        }
         if let Some(ip) = client_ip(session) {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;

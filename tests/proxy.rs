@@ -657,3 +657,58 @@ async fn hundred_mib_upload_and_download_stream_with_flat_memory() {
         baseline / 1024
     );
 }
+
+/// Sends `GET /upgrade` with `Upgrade: <protocol>` on a raw connection; returns the response
+/// head (lower-cased) and the connection.
+async fn upgrade_request(gw: &Gateway, protocol: &str) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /upgrade HTTP/1.1\r\nHost: portico.test\r\nConnection: Upgrade\r\n\
+         Upgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(SOON, conn.read(&mut byte))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert_eq!(n, 1, "connection closed before the response head: {head:?}");
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).to_lowercase(), conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_and_carry_raw_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = origins(&["ws"]).await;
+    let gw = with_backends(GatewayBuilder::default(), &o).start().await;
+    let (head, mut conn) = upgrade_request(&gw, "websocket").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    let message = b"ping over the upgraded connection";
+    conn.write_all(message).await.expect("write");
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(SOON, conn.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(echoed, message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_upgrades_are_not_forwarded() {
+    let o = origins(&["plain"]).await;
+    let gw = with_backends(GatewayBuilder::default(), &o).start().await;
+    // Pingora's upstream policy forwards Connection/Upgrade only for WebSocket: the origin
+    // sees a plain GET and answers it.
+    let (head, _conn) = upgrade_request(&gw, "h2c").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-origin: plain"), "{head}");
+}

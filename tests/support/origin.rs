@@ -2,7 +2,8 @@
 //!
 //! Routes: `/health` answers with the settable health status; `/slow?ms=N` waits N ms;
 //! `/echo` answers JSON with method, path, query, headers and body length; `/upload` reads
-//! the body streaming and answers its length; `/download?bytes=N` streams N bytes; anything
+//! the body streaming and answers its length; `/download?bytes=N` streams N bytes; `/upgrade`
+//! with an `Upgrade` header switches protocols and echoes raw bytes; anything
 //! else answers the origin's name (after the settable delay). Requests other than `/health`
 //! are counted; a request whose connection closes before its answer counts as cancelled.
 
@@ -186,6 +187,23 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let resp = match path.as_str() {
+        "/upgrade" if req.headers().contains_key(hyper::header::UPGRADE) => {
+            // Switches protocols and then echoes every byte back on the raw connection.
+            let protocol = req.headers()[hyper::header::UPGRADE].clone();
+            tokio::spawn(async move {
+                if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                    let mut io = TokioIo::new(upgraded);
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(hyper::header::CONNECTION, "upgrade".parse().expect("static"));
+            resp.headers_mut().insert(hyper::header::UPGRADE, protocol);
+            resp
+        }
         "/slow" => {
             let ms = query_u64(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
