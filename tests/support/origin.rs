@@ -199,8 +199,10 @@ async fn handle(
             });
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-            resp.headers_mut()
-                .insert(hyper::header::CONNECTION, "upgrade".parse().expect("static"));
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                "upgrade".parse().expect("static"),
+            );
             resp.headers_mut().insert(hyper::header::UPGRADE, protocol);
             resp
         }
