@@ -837,25 +837,7 @@ async fn changes_made_while_an_upgrade_waits_survive_it() {
     assert_eq!(code, 201);
 
     // `portico -u` starts (and loads the state file), then waits for the sockets...
-    let sock = old.upgrade_sock();
-    let dir = std::mem::replace(&mut old.dir, tempfile::tempdir().expect("tempdir"));
-    let new = Gateway::spawn(
-        dir,
-        old.config.clone(),
-        old.port,
-        old.admin_port,
-        &["-u".to_string()],
-    );
-    let waiting = eventually(Duration::from_secs(20), || {
-        let exists = sock.exists();
-        async move { exists }
-    })
-    .await;
-    assert!(
-        waiting,
-        "`portico -u` never waited for the sockets:\n{}",
-        new.log()
-    );
+    let mut new = old.spawn_upgrade().await;
     // ...while the old process still takes admin changes.
     let (code, _) = delete_by_query(&old, &a.url()).await;
     assert_eq!(code, 200);
@@ -866,7 +848,7 @@ async fn changes_made_while_an_upgrade_waits_survive_it() {
     .await;
     assert_eq!(code, 201);
     let expected = pool(&old).await;
-    old.signal(Signal::SIGQUIT);
+    old.hand_over(&mut new).await;
     assert!(
         old.wait_exit(Duration::from_secs(30)).await.is_some(),
         "old process stayed"

@@ -325,9 +325,17 @@ impl Gateway {
     /// child (to be waited for with `wait_exit`) and an empty directory of its own, since the
     /// shared directory moves to the new gateway.
     pub async fn upgrade(&mut self) -> Gateway {
+        let mut new = self.spawn_upgrade().await;
+        self.hand_over(&mut new).await;
+        new
+    }
+
+    /// The first half of [`Gateway::upgrade`]: starts `portico -u` and waits until it waits
+    /// for the sockets on the upgrade socket (this process still serves meanwhile).
+    pub async fn spawn_upgrade(&mut self) -> Gateway {
         let sock = self.upgrade_sock();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let mut new = Gateway::spawn(
+        let new = Gateway::spawn(
             dir,
             self.config.clone(),
             self.port,
@@ -345,6 +353,13 @@ impl Gateway {
             sock.display(),
             new.log()
         );
+        new
+    }
+
+    /// The second half of [`Gateway::upgrade`]: `SIGQUIT` to this process, then waits until
+    /// `new` has taken the sockets and is still running.
+    pub async fn hand_over(&self, new: &mut Gateway) {
+        let sock = new.upgrade_sock();
         self.signal(Signal::SIGQUIT);
         let handed_over = eventually(Duration::from_secs(20), || {
             let gone = !sock.exists();
@@ -359,6 +374,5 @@ impl Gateway {
         if let Ok(Some(status)) = new.child.try_wait() {
             panic!("`portico -u` exited with {status}; log:\n{}", new.log());
         }
-        new
     }
 }
