@@ -182,8 +182,9 @@ impl Config {
 /// Deserialises Pingora's keys and applies Portico's defaults where the file is silent.
 fn pingora_conf(map: serde_yaml::Mapping) -> Result<ServerConf, ConfigError> {
     let has = |k: &str| map.contains_key(k);
-    let (set_threads, set_pid, set_sock, set_grace, set_timeout) = (
+    let (set_threads, set_stealing, set_pid, set_sock, set_grace, set_timeout) = (
         has("threads"),
+        has("work_stealing"),
         has("pid_file"),
         has("upgrade_sock"),
         has("grace_period_seconds"),
@@ -195,6 +196,9 @@ fn pingora_conf(map: serde_yaml::Mapping) -> Result<ServerConf, ConfigError> {
     }
     if conf.threads == 0 {
         return err("threads", "must be at least 1");
+    }
+    if !set_stealing {
+        conf.work_stealing = default_work_stealing(conf.threads);
     }
     if !set_pid {
         conf.pid_file = "/tmp/portico.pid".into();
@@ -210,6 +214,13 @@ fn pingora_conf(map: serde_yaml::Mapping) -> Result<ServerConf, ConfigError> {
     }
     conf.validate()
         .or_else(|e| err("", format!("invalid Pingora server configuration: {e}")))
+}
+
+/// With one worker thread there is nothing to steal work from: Pingora's no-steal runtime (a
+/// current-thread Tokio runtime) then does the same job with less scheduling work per request
+/// (BENCHMARKS.md). With more threads Pingora's default (stealing) keeps them evenly loaded.
+fn default_work_stealing(threads: usize) -> bool {
+    threads > 1
 }
 
 /// Deserialises Portico's keys, naming the key when one is unknown.

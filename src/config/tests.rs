@@ -36,6 +36,14 @@ fn an_empty_file_gets_defaults() {
 }
 
 #[test]
+fn one_thread_uses_the_no_steal_runtime_unless_told_otherwise() {
+    assert!(!ok("threads: 1").server.work_stealing);
+    assert!(ok("threads: 2").server.work_stealing);
+    assert!(ok("threads: 1\nwork_stealing: true").server.work_stealing);
+    assert!(!ok("threads: 4\nwork_stealing: false").server.work_stealing);
+}
+
+#[test]
 fn the_full_example_parses_with_pingora_keys_alongside() {
     let c = ok(r#"
 threads: 3
