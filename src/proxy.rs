@@ -51,12 +51,16 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     settings: ProxySettings,
     cookie_mode: bool,
+    /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
+    /// before selection.
+    ip_mode: bool,
 }
 
 impl Proxy {
     pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
         Proxy {
             cookie_mode: balancer.kind() == StrategyKind::Cookie,
+            ip_mode: balancer.kind() == StrategyKind::IpHash,
             balancer,
             metrics,
             settings,
@@ -108,7 +112,11 @@ impl ProxyHttp for Proxy {
             None
         };
         let key = RequestKey {
-            client_ip: client_ip(session),
+            client_ip: if self.ip_mode {
+                client_ip(session)
+            } else {
+                None
+            },
             cookie,
         };
         let Some(lease) = self.balancer.next_valid_peer(&key, &ctx.tried) else {
@@ -155,7 +163,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if resp.status.as_u16() != 101 && has_hop_by_hop(&resp.headers) {
+        if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),
                 |h| {
@@ -323,10 +331,28 @@ fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> String {
     value
 }
 
-/// Whether any hop-by-hop header is present (`Connection`, which lists the others, included).
-/// Most messages carry none: one scan of the names costs less than the removals it saves.
-fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
-    headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()))
+/// Whether a response carries hop-by-hop headers Portico must remove. Nearly every response
+/// carries only `Connection: keep-alive` (or `close`), which Pingora itself replaces (HTTP/1)
+/// or drops (HTTP/2) when it writes the response: that needs no work, and one scan of the
+/// names costs less than the ten removals it saves.
+fn needs_hop_by_hop_strip(headers: &http::HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        if name == http::header::CONNECTION {
+            !only_persistence_tokens(value)
+        } else {
+            HOP_BY_HOP.contains(&name.as_str())
+        }
+    })
+}
+
+/// Whether a `Connection` value names nothing but `keep-alive` and `close`.
+fn only_persistence_tokens(value: &http::HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',').all(|t| {
+            let t = t.trim();
+            t.is_empty() || t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close")
+        })
+    })
 }
 
 /// Calls `remove` for every hop-by-hop header and every header the `Connection` header lists.
@@ -425,12 +451,26 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_presence_is_seen_by_name() {
-        assert!(!has_hop_by_hop(&request(&[("Accept", "*/*")]).headers));
-        assert!(has_hop_by_hop(&request(&[("TE", "trailers")]).headers));
-        assert!(has_hop_by_hop(
-            &request(&[("Connection", "X-Secret"), ("X-Secret", "1")]).headers
-        ));
+    fn hop_by_hop_work_is_seen_by_name_and_connection_tokens() {
+        let needs = |h: &[(&str, &str)]| needs_hop_by_hop_strip(&request(h).headers);
+        assert!(!needs(&[("Accept", "*/*")]));
+        // Pingora rewrites these itself.
+        assert!(!needs(&[("Connection", "keep-alive"), ("Accept", "*/*")]));
+        assert!(!needs(&[("Connection", "Close")]));
+        assert!(!needs(&[("Connection", "Keep-Alive, close")]));
+        // Anything else is Portico's to strip.
+        assert!(needs(&[("TE", "trailers")]));
+        assert!(needs(&[
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5")
+        ]));
+        assert!(needs(&[("Connection", "X-Secret"), ("X-Secret", "1")]));
+        assert!(needs(&[("Connection", "keep-alive, X-Secret")]));
+        assert!(needs(&[
+            ("Connection", "keep-alive"),
+            ("Connection", "X-Secret")
+        ]));
+        assert!(needs(&[("Proxy-Connection", "keep-alive")]));
     }
 
     #[test]

@@ -571,6 +571,39 @@ async fn request_round_trips_with_forwarding_headers_and_without_hop_by_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_stop_at_the_gateway() {
+    let o = origins(&["a"]).await;
+    let gw = with_backends(GatewayBuilder::default(), &o).start().await;
+    let r = raw_exchange(
+        gw.port,
+        "GET /hop-reply HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-kept"), Some("yes"));
+    for hop in ["x-private", "keep-alive", "proxy-authenticate", "trailer"] {
+        assert!(
+            r.header(hop).is_none(),
+            "{hop} reached the client: {:?}",
+            r.headers
+        );
+    }
+    // The client's own connection state, not the backend's.
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.body, b"a\n");
+
+    // The common reply (the backend says only `Connection: keep-alive`) keeps its headers.
+    let r = raw_exchange(
+        gw.port,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin"), Some("a"));
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_status_codes_and_headers_come_back() {
     let o = origins(&["a"]).await;
     // A TCP health check, so the origin's `/health` status is free to play with.

@@ -28,7 +28,7 @@ use crate::pool::{Backend, Lease, Tried};
 /// What a strategy may use of the request: borrowed, nothing is copied.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RequestKey<'a> {
-    /// The client's address (the TCP peer), for `ip-hash`.
+    /// The client's address (the TCP peer), for `ip-hash` (the proxy looks it up only then).
     pub client_ip: Option<IpAddr>,
     /// The value of the sticky cookie, when the strategy is `cookie` and the client sent one.
     pub cookie: Option<&'a str>,

@@ -206,6 +206,22 @@ async fn handle(
             resp.headers_mut().insert(hyper::header::UPGRADE, protocol);
             resp
         }
+        "/hop-reply" => {
+            // A reply carrying every kind of hop-by-hop header, for the gateway to strip.
+            let mut resp = Response::new(full(format!("{name}\n")));
+            for (k, v) in [
+                ("connection", "keep-alive, X-Private"),
+                ("x-private", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authenticate", "Basic realm=\"origin\""),
+                ("trailer", "X-Checksum"),
+                ("x-kept", "yes"),
+            ] {
+                resp.headers_mut()
+                    .insert(k, v.parse().expect("static header"));
+            }
+            resp
+        }
         "/slow" => {
             let ms = query_u64(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
