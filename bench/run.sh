@@ -3,15 +3,20 @@
 # loopback, on this machine, in one run. See BENCHMARKS.md for what it measures and the results.
 #
 #   bench/run.sh                 # full run: 3 rounds of 10 s per proxy + 10,000 idle connections
-#   QUICK=1 bench/run.sh         # 1 round of 3 s, 2,000 idle connections (a smoke test)
+#   QUICK=1 bench/run.sh         # 1 round of 3 s, 2,000 idle connections, no PGO (a smoke test)
 #
 # Knobs (environment):
 #   ROUNDS, DURATION (wrk -d), CONNS (wrk -c), IDLE_CONNS
 #   LOAD_CPU, PROXY_CPU        taskset cores of (origin + wrk) and of each proxy (0 and 1)
-#   PROXIES                    subset/order of: nginx haproxy bare portico
+#   PROXIES                    subset/order of: nginx haproxy bare bare-tuned portico
+#                              (bare-tuned: the bare LB built with Portico's levers: fat LTO,
+#                              mimalloc, no compression module; the ceiling of those levers)
+#   PGO=0                      skip the profile-guided build (bench/pgo.sh, ~10 min) and its
+#                              `portico-pgo` row; default 1 (0 with QUICK=1)
 #   LEVERS=1                   also Portico with `work_stealing: true` and with `false`
 #   PORTICO_ALT="name=/path/to/portico ..."   extra Portico binaries, same configuration
 #                              (e.g. a build without LTO, or a wrapper script setting env vars)
+#   BARE_ALT="name=/path/to/bare-lb ..."      extra bare-LB binaries (e.g. built with the levers)
 #   PROFILE=1                  perf record -e cpu-clock -g of each proxy in round 1, into
 #                              OUT/<name>.perf.data (that round's CPU/request includes perf)
 #   SKIP_BUILD=1, CARGO_TARGET_DIR (default <repo>/target), OUT (results directory)
@@ -25,16 +30,18 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; IDLE_CONNS=${IDLE_CONNS:-2000}
+    ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; IDLE_CONNS=${IDLE_CONNS:-2000}; PGO=${PGO:-0}
 else
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10s}; IDLE_CONNS=${IDLE_CONNS:-10000}
 fi
 CONNS=${CONNS:-50}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
-PROXIES=${PROXIES:-"nginx haproxy bare portico"}
+PROXIES=${PROXIES:-"nginx haproxy bare bare-tuned portico"}
 LEVERS=${LEVERS:-0}
+PGO=${PGO:-1}
 PORTICO_ALT=${PORTICO_ALT:-}
+BARE_ALT=${BARE_ALT:-}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$(mktemp -d /tmp/portico-bench.XXXXXX)}
 ORIGIN_PORTS=(19001 19002 19003)
@@ -58,13 +65,22 @@ fi
 
 # --- build -----------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    echo "building portico (release) and bench/bare-lb (defaults) into $TARGET"
+    echo "building portico (release) and bench/bare-lb (defaults, and tuned) into $TARGET"
     (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin portico)
     CARGO_TARGET_DIR=$TARGET cargo build --release --quiet \
+        --manifest-path "$HERE/bare-lb/Cargo.toml"
+    CARGO_TARGET_DIR=$TARGET cargo build --profile tuned --features tuned --quiet \
         --manifest-path "$HERE/bare-lb/Cargo.toml"
 fi
 PORTICO_BIN=$TARGET/release/portico
 BARE_BIN=$TARGET/release/bare-lb
+BARE_TUNED_BIN=$TARGET/tuned/bare-lb
+if [ "$PGO" = 1 ]; then
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        CARGO_TARGET_DIR=$TARGET "$HERE/pgo.sh" >/dev/null
+    fi
+    PROXIES="$PROXIES portico-pgo"
+fi
 
 # --- processes -------------------------------------------------------------------------------
 PIDS=()
@@ -189,14 +205,15 @@ EOF
     PID[haproxy]=$!; PORT[haproxy]=$port; PIDS+=($!); NAMES+=(haproxy)
 }
 
+# start_bare NAME BINARY PORT
 start_bare() {
-    local port=18083 ups
+    local name=$1 bin=$2 port=$3 ups
     ups=$(printf '127.0.0.1:%s,' "${ORIGIN_PORTS[@]}")
-    printf 'version: 1\nthreads: 1\npid_file: %s/bare.pid\nupgrade_sock: %s/bare.sock\n' \
-        "$OUT" "$OUT" >"$OUT/bare.yaml"
+    printf 'version: 1\nthreads: 1\npid_file: %s/%s.pid\nupgrade_sock: %s/%s.sock\n' \
+        "$OUT" "$name" "$OUT" "$name" >"$OUT/$name.yaml"
     BARE_LISTEN=127.0.0.1:$port BARE_UPSTREAMS=${ups%,} \
-        taskset -c "$PROXY_CPU" "$BARE_BIN" -c "$OUT/bare.yaml" >"$OUT/bare.log" 2>&1 &
-    PID[bare]=$!; PORT[bare]=$port; PIDS+=($!); NAMES+=(bare)
+        taskset -c "$PROXY_CPU" "$bin" -c "$OUT/$name.yaml" >"$OUT/$name.log" 2>&1 &
+    PID[$name]=$!; PORT[$name]=$port; PIDS+=($!); NAMES+=("$name")
 }
 
 # start_portico NAME BINARY PORT [extra yaml line]
@@ -226,7 +243,7 @@ EOF
     PID[$name]=$!; PORT[$name]=$port; PIDS+=($!); NAMES+=("$name")
 }
 
-for port in "${ORIGIN_PORTS[@]}" 18081 18082 18083 18084 19084 18090 18091 18092 18093; do
+for port in "${ORIGIN_PORTS[@]}" 18081 18082 18083 18084 18085 18086 19084 19086 18090 18091 18092 18093; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is already in use: stop what listens there first" >&2
         exit 1
@@ -237,8 +254,10 @@ for p in $PROXIES; do
     case $p in
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
-        bare) start_bare ;;
+        bare) start_bare bare "$BARE_BIN" 18083 ;;
+        bare-tuned) start_bare bare-tuned "$BARE_TUNED_BIN" 18085 ;;
         portico) start_portico portico "$PORTICO_BIN" 18084 ;;
+        portico-pgo) start_portico portico-pgo "$TARGET/pgo-use/release/portico" 18086 ;;
         *) echo "unknown proxy $p" >&2; exit 1 ;;
     esac
 done
@@ -248,6 +267,10 @@ if [ "$LEVERS" = 1 ]; then
     start_portico portico-ws-off "$PORTICO_BIN" $((alt_port + 1)) "work_stealing: false"
     alt_port=$((alt_port + 2))
 fi
+for alt in $BARE_ALT; do
+    start_bare "${alt%%=*}" "${alt#*=}" $alt_port
+    alt_port=$((alt_port + 1))
+done
 for alt in $PORTICO_ALT; do
     start_portico "${alt%%=*}" "${alt#*=}" $alt_port
     alt_port=$((alt_port + 1))
