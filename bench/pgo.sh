@@ -36,6 +36,8 @@ done
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"   # the profile is only needed by the second build
 }
 trap cleanup EXIT
 
