@@ -117,9 +117,14 @@ impl RawResponse {
 
 /// Sends `request` verbatim (it must ask for `Connection: close`) and reads to EOF.
 async fn raw_exchange(port: u16, request: &str) -> RawResponse {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
+    let s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect gateway");
+    raw_exchange_on(s, request).await
+}
+
+/// [`raw_exchange`] on a connection already open.
+async fn raw_exchange_on(mut s: TcpStream, request: &str) -> RawResponse {
     s.write_all(request.as_bytes())
         .await
         .expect("write request");
@@ -128,10 +133,15 @@ async fn raw_exchange(port: u16, request: &str) -> RawResponse {
         .await
         .expect("answer before the deadline")
         .expect("read answer");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
+    let (body_at, mut r) = parse_head(&buf).expect("end of headers");
+    r.body = buf[body_at..].to_vec();
+    r
+}
+
+/// The status and headers of a response in `buf` (its body left empty) and where its body
+/// starts; `None` while the head is incomplete.
+fn parse_head(buf: &[u8]) -> Option<(usize, RawResponse)> {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let mut lines = head.split("\r\n");
     let status = lines
@@ -143,11 +153,12 @@ async fn raw_exchange(port: u16, request: &str) -> RawResponse {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    RawResponse {
+    let r = RawResponse {
         status,
         headers,
-        body: buf[split + 4..].to_vec(),
-    }
+        body: Vec::new(),
+    };
+    Some((split + 4, r))
 }
 
 /// Asserts an error answer carries a JSON `{"error": "<non-empty>"}` body.
@@ -601,6 +612,57 @@ async fn hop_by_hop_response_headers_stop_at_the_gateway() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-origin"), Some("a"));
     assert_eq!(r.header("connection"), Some("close"));
+}
+
+/// Reads one response with a `Content-Length` body from a kept-alive connection.
+async fn read_one_response(s: &mut TcpStream) -> RawResponse {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((body_at, mut r)) = parse_head(&buf) {
+            let len: usize = r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if buf.len() >= body_at + len {
+                r.body = buf[body_at..body_at + len].to_vec();
+                return r;
+            }
+        }
+        let n = tokio::time::timeout(SOON, s.read(&mut chunk))
+            .await
+            .expect("answer before the deadline")
+            .expect("read answer");
+        assert!(n > 0, "connection closed after {} bytes", buf.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_its_connection_leaves_the_client_connection_open() {
+    let o = origins(&["a"]).await;
+    let gw = with_backends(GatewayBuilder::default(), &o).start().await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect gateway");
+    for _ in 0..2 {
+        s.write_all(b"GET /close-reply HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write request");
+        let r = read_one_response(&mut s).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"a\n");
+        assert_eq!(
+            r.header("connection"),
+            Some("keep-alive"),
+            "{:?}",
+            r.headers
+        );
+    }
+    // Still open: a third request on the same connection is answered.
+    let r = raw_exchange_on(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin"), Some("a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

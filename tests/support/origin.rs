@@ -222,6 +222,13 @@ async fn handle(
             }
             resp
         }
+        "/close-reply" => {
+            // The backend ends its own connection: none of the client's business.
+            let mut resp = Response::new(full(format!("{name}\n")));
+            resp.headers_mut()
+                .insert("connection", "close".parse().expect("static header"));
+            resp
+        }
         "/slow" => {
             let ms = query_u64(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
