@@ -128,24 +128,13 @@ fn tls_settings(tls: &config::TlsConfig) -> Result<TlsSettings, BuildError> {
         tls.cert.to_string_lossy().into_owned(),
         tls.key.to_string_lossy().into_owned(),
     );
-    match load_pem_file_ca(&cert) {
-        Err(e) => return Err(BuildError(format!("tls.cert: cannot load {cert}: {e}"))),
-        Ok(der) if der.is_empty() => {
-            return Err(BuildError(format!(
-                "tls.cert: no PEM certificate found in {cert}"
-            )))
-        }
-        Ok(_) => {}
-    }
-    match load_pem_file_private_key(&key) {
-        Err(e) => return Err(BuildError(format!("tls.key: cannot load {key}: {e}"))),
-        Ok(der) if der.is_empty() => {
-            return Err(BuildError(format!(
-                "tls.key: no PEM private key (PKCS#8, PKCS#1 or SEC1) found in {key}"
-            )))
-        }
-        Ok(_) => {}
-    }
+    require_pem("tls.cert", &cert, "PEM certificate", load_pem_file_ca)?;
+    require_pem(
+        "tls.key",
+        &key,
+        "PEM private key (PKCS#8, PKCS#1 or SEC1)",
+        load_pem_file_private_key,
+    )?;
     let (chain, private_key) = match load_certs_and_key_files(&cert, &key) {
         Ok(Some(pair)) => pair,
         Ok(None) => {
@@ -176,6 +165,21 @@ fn tls_settings(tls: &config::TlsConfig) -> Result<TlsSettings, BuildError> {
     settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     settings.enable_h2();
     Ok(settings)
+}
+
+/// Checks that `path` (the value of config key `key`) loads with `load` and holds at least one
+/// `what`, naming the key and the file when it does not.
+fn require_pem(
+    key: &str,
+    path: &String,
+    what: &str,
+    load: fn(&String) -> pingora::Result<Vec<u8>>,
+) -> Result<(), BuildError> {
+    match load(path) {
+        Err(e) => Err(BuildError(format!("{key}: cannot load {path}: {e}"))),
+        Ok(der) if der.is_empty() => Err(BuildError(format!("{key}: no {what} found in {path}"))),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Checks Pingora's `ca_file` (the roots that HTTPS backends are verified against) loads,
