@@ -135,7 +135,9 @@ impl TlsOrigin {
             .expect("origin cert");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(("127.0.0.1", free_port()))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
         let sni = Arc::new(Mutex::new(Vec::new()));

@@ -1,4 +1,4 @@
-//! Test support shared by the integration suites: origin servers on ephemeral ports, a
+//! Test support shared by the integration suites: origin servers on ports of their own, a
 //! launcher for the real `portico` binary with a temporary configuration, and `eventually`.
 #![allow(dead_code, unused_imports)]
 
@@ -29,12 +29,39 @@ where
     }
 }
 
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+/// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768-60999 by
+/// default), so neither `bind(0)` nor an outgoing connection can take one between the moment it
+/// is handed out and the moment its owner binds it.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free port on 127.0.0.1 that no other caller in this test process is ever given, even after
+/// its owner closed it: a test that stops an origin keeps sending to that port, and must get
+/// "connection refused" there, not another test's origin. Each process starts at its own offset
+/// (from its pid and the clock), so parallel test processes rarely even try the same ports;
+/// every port is checked free by binding it before it is handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(2_654_435_761) ^ nanos) % span
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PORTS.start + (start + n) % span;
+        // `span` keeps the value below 32000.
+        let port = u16::try_from(port).expect("port in range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port left in {PORTS:?}");
 }
 
 /// An HTTP client that never uses a proxy from the environment.

@@ -1,4 +1,4 @@
-//! Origin servers for tests: real HTTP/1.1 servers (hyper) on 127.0.0.1 ephemeral ports.
+//! Origin servers for tests: real HTTP/1.1 servers (hyper) on 127.0.0.1, each on its own port.
 //!
 //! Routes: `/health` answers with the settable health status; `/slow?ms=N` waits N ms;
 //! `/echo` answers JSON with method, path, query, headers and body length; `/upload` reads
@@ -45,12 +45,12 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Starts an origin on an ephemeral port.
+    /// Starts an origin on a port no other test is given (see [`super::free_port`]).
     pub async fn start(name: &str) -> Origin {
-        Self::start_on(name, 0).await
+        Self::start_on(name, super::free_port()).await
     }
 
-    /// Starts an origin on `port` (0: ephemeral), e.g. to restart one that was stopped.
+    /// Starts an origin on `port`, e.g. to restart one that was stopped.
     pub async fn start_on(name: &str, port: u16) -> Origin {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
@@ -304,7 +304,9 @@ pub struct SilentOrigin {
 
 impl SilentOrigin {
     pub async fn start() -> SilentOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(("127.0.0.1", super::free_port()))
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
