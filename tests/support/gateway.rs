@@ -224,7 +224,14 @@ impl Gateway {
         let ready = eventually(Duration::from_secs(20), || {
             let (http, admin) = (http.clone(), admin.clone());
             async move {
-                let admin_ok = matches!(http.get(&admin).send().await, Ok(r) if r.status() == 200);
+                // Portico's own answer, not just any 200 from whatever holds the port.
+                let admin_ok = match http.get(&admin).send().await {
+                    Ok(r) if r.status() == 200 => r
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|v| v == serde_json::json!({"status": "ok"})),
+                    _ => false,
+                };
                 admin_ok
                     && tokio::net::TcpStream::connect(("127.0.0.1", port))
                         .await
