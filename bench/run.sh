@@ -6,8 +6,11 @@
 #   QUICK=1 bench/run.sh         # 1 round of 3 s, 2,000 idle connections, no PGO (a smoke test)
 #
 # Knobs (environment):
-#   ROUNDS, DURATION (wrk -d), CONNS (wrk -c), IDLE_CONNS
-#   LOAD_CPU, PROXY_CPU        taskset cores of (origin + wrk) and of each proxy (0 and 1)
+#   ROUNDS, DURATION (load -d), CONNS (load connections), IDLE_CONNS
+#   LOAD_CPU, PROXY_CPU        taskset cores of (origin + load generator) and of each proxy
+#                              (0 and 1)
+#   LOADGEN=oha                load with oha (Rust, tokio; `cargo install oha` when missing)
+#                              instead of wrk, as a second opinion on the same layout
 #   PROXIES                    subset/order of: nginx haproxy bare bare-tuned portico
 #                              (bare-tuned: the bare LB built with Portico's levers: fat LTO,
 #                              mimalloc, no compression module; the ceiling of those levers)
@@ -21,8 +24,8 @@
 #                              OUT/<name>.perf.data (that round's CPU/request includes perf)
 #   SKIP_BUILD=1, CARGO_TARGET_DIR (default <repo>/target), OUT (results directory)
 #
-# Layout: the origin (one nginx worker answering `200 ok` on three ports) and wrk share
-# LOAD_CPU; each proxy runs alone on PROXY_CPU with one worker thread. Every process this
+# Layout: the origin (one nginx worker answering `200 ok` on three ports) and the load
+# generator share LOAD_CPU; each proxy runs alone on PROXY_CPU with one worker thread. Every process this
 # script starts is stopped by pid on exit.
 set -euo pipefail
 
@@ -39,6 +42,7 @@ LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 PROXIES=${PROXIES:-"nginx haproxy bare bare-tuned portico"}
 LEVERS=${LEVERS:-0}
+LOADGEN=${LOADGEN:-wrk}
 PGO=${PGO:-1}
 PORTICO_ALT=${PORTICO_ALT:-}
 BARE_ALT=${BARE_ALT:-}
@@ -57,6 +61,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: wrk nginx-light haproxy (missing: ${missing[*]})"
     apt-get install -y wrk nginx-light haproxy curl python3 >/dev/null
 fi
+case "$LOADGEN" in
+    wrk) ;;
+    oha) command -v oha >/dev/null 2>&1 || cargo install --locked oha ;;
+    *) echo "LOADGEN must be wrk or oha, not '$LOADGEN'" >&2; exit 2 ;;
+esac
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # raising the hard limit needs root
 if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1000)) ]; then
     echo "ulimit -n is $(ulimit -n): too low for IDLE_CONNS=$IDLE_CONNS" >&2
@@ -282,9 +291,21 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # "busy idle" ticks of the load core (wrk + origin): how much it waited on the proxy.
 load_core() { awk -v c="cpu$LOAD_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 
-echo "origin + wrk on cpu $LOAD_CPU, proxies on cpu $PROXY_CPU; $ROUNDS round(s) of wrk -t1 -c$CONNS -d$DURATION"
+# One load run against port $1 for $2: prints `RESULT requests seconds p50_us p99_us non2xx
+# socket_errors` (bench/wrk-report.lua; bench/oha-report.py turns oha's JSON into the same).
+load() {
+    case "$LOADGEN" in
+    wrk) taskset -c "$LOAD_CPU" timeout 120 wrk -t1 -c"$CONNS" -d"$2" \
+            -s "$HERE/wrk-report.lua" "http://127.0.0.1:$1/" | grep '^RESULT' ;;
+    oha) taskset -c "$LOAD_CPU" timeout 120 oha -z "$2" -c "$CONNS" --no-tui \
+            --output-format json "http://127.0.0.1:$1/" | python3 "$HERE/oha-report.py" ;;
+    esac
+}
+
+echo "origin + $LOADGEN on cpu $LOAD_CPU, proxies on cpu $PROXY_CPU;" \
+    "$ROUNDS round(s) of $LOADGEN, $CONNS connections, $DURATION"
 for n in "${NAMES[@]}"; do   # warm-up: pools, allocator, page cache
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$n]}/" >/dev/null
+    load "${PORT[$n]}" 1s >/dev/null
 done
 : >"$OUT/runs.tsv"
 for round in $(seq "$ROUNDS"); do
@@ -298,8 +319,7 @@ for round in $(seq "$ROUNDS"); do
         fi
         before=$(cpu_ticks "${PID[$n]}")
         read -r busy0 idle0 <<<"$(load_core)"
-        line=$(taskset -c "$LOAD_CPU" timeout 120 wrk -t1 -c"$CONNS" -d"$DURATION" \
-            -s "$HERE/wrk-report.lua" "http://127.0.0.1:${PORT[$n]}/" | grep '^RESULT')
+        line=$(load "${PORT[$n]}" "$DURATION")
         after=$(cpu_ticks "${PID[$n]}")
         read -r busy1 idle1 <<<"$(load_core)"
         load_idle=$(( 100 * (idle1 - idle0) / (busy1 - busy0 + idle1 - idle0 + 1) ))
