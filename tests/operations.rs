@@ -253,6 +253,16 @@ fn proc_state(pid: i32) -> Option<char> {
     after_name.trim_start().chars().next()
 }
 
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn is_running(pid: i32) -> bool {
+    matches!(proc_state(pid), Some(s) if s != 'Z')
+}
+
+/// Polls until `pid` has exited (gone or a zombie) or `deadline` passes; returns whether it did.
+async fn exits_within(pid: i32, deadline: Duration) -> bool {
+    eventually(deadline, || async { !is_running(pid) }).await
+}
+
 /// Kills a daemon that a failed test would otherwise leave behind.
 struct KillOnDrop(i32);
 
@@ -285,17 +295,10 @@ async fn daemon_writes_its_pid_file_and_removes_it_on_sigterm() {
         gw.log()
     );
     let pid_file = gw.dir.path().join("portico.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pid file written")
-        .trim()
-        .parse()
-        .expect("pid file holds a pid");
+    let pid = read_pid(&pid_file);
     let _guard = KillOnDrop(pid);
     assert_ne!(pid, gw.pid().as_raw(), "the pid file names the launcher");
-    assert!(
-        matches!(proc_state(pid), Some(s) if s != 'Z'),
-        "daemon not running"
-    );
+    assert!(is_running(pid), "daemon not running");
 
     let r = client()
         .get(gw.url("/daemon-check"))
@@ -305,10 +308,7 @@ async fn daemon_writes_its_pid_file_and_removes_it_on_sigterm() {
     assert_eq!(r.status(), 200);
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("signal daemon");
-    let gone = eventually(Duration::from_secs(15), || async {
-        matches!(proc_state(pid), None | Some('Z'))
-    })
-    .await;
+    let gone = exits_within(pid, Duration::from_secs(15)).await;
     assert!(gone, "daemon still running after SIGTERM");
     assert!(!pid_file.exists(), "pid file left behind");
     // The daemon's stderr goes to error_log, and Portico's own log lines with it.
@@ -461,28 +461,19 @@ async fn daemon_reload_the_systemd_way_hands_over_to_a_new_daemon() {
     );
 
     kill(Pid::from_raw(old), Signal::SIGQUIT).expect("SIGQUIT old daemon");
-    let old_gone = eventually(Duration::from_secs(30), || async {
-        matches!(proc_state(old), None | Some('Z'))
-    })
-    .await;
+    let old_gone = exits_within(old, Duration::from_secs(30)).await;
     assert!(old_gone, "old daemon still running; log:\n{}", reload.log());
     assert_eq!(
         read_pid(&pid_file),
         new,
         "the old daemon touched the pid file"
     );
-    assert!(
-        matches!(proc_state(new), Some(s) if s != 'Z'),
-        "new daemon died"
-    );
+    assert!(is_running(new), "new daemon died");
     let r = client().get(reload.url("/after-reload")).send().await;
     assert_eq!(r.expect("request to the new daemon").status(), 200);
 
     kill(Pid::from_raw(new), Signal::SIGTERM).expect("SIGTERM new daemon");
-    let new_gone = eventually(Duration::from_secs(15), || async {
-        matches!(proc_state(new), None | Some('Z'))
-    })
-    .await;
+    let new_gone = exits_within(new, Duration::from_secs(15)).await;
     assert!(new_gone, "new daemon still running after SIGTERM");
     assert!(!pid_file.exists(), "pid file left behind");
 }
