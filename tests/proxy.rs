@@ -115,12 +115,16 @@ impl RawResponse {
     }
 }
 
-/// Sends `request` verbatim (it must ask for `Connection: close`) and reads to EOF.
-async fn raw_exchange(port: u16, request: &str) -> RawResponse {
-    let s = TcpStream::connect(("127.0.0.1", port))
+/// A raw TCP connection to the gateway's proxy port.
+async fn connect(gw: &Gateway) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", gw.port))
         .await
-        .expect("connect gateway");
-    raw_exchange_on(s, request).await
+        .expect("connect gateway")
+}
+
+/// Sends `request` verbatim (it must ask for `Connection: close`) and reads to EOF.
+async fn raw_exchange(gw: &Gateway, request: &str) -> RawResponse {
+    raw_exchange_on(connect(gw).await, request).await
 }
 
 /// [`raw_exchange`] on a connection already open.
@@ -464,9 +468,7 @@ async fn silent_backend_gives_504_after_read_timeout() {
 async fn client_disconnect_cancels_the_backend_request() {
     let o = origins(&["a"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
-        .await
-        .expect("connect");
+    let mut s = connect(&gw).await;
     s.write_all(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
         .expect("write");
@@ -485,9 +487,7 @@ async fn client_disconnect_cancels_the_backend_request() {
 async fn client_gone_mid_upload_cancels_the_backend_request() {
     let o = origins(&["a"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
-        .await
-        .expect("connect");
+    let mut s = connect(&gw).await;
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
         10 * MIB
@@ -550,7 +550,7 @@ async fn request_round_trips_with_forwarding_headers_and_without_hop_by_hop() {
          Content-Length: 11\r\n\
          \r\n\
          hello world";
-    let r = raw_exchange(gw.port, request).await;
+    let r = raw_exchange(&gw, request).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-origin-reply"), Some("yes"));
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -586,7 +586,7 @@ async fn hop_by_hop_response_headers_stop_at_the_gateway() {
     let o = origins(&["a"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
     let r = raw_exchange(
-        gw.port,
+        &gw,
         "GET /hop-reply HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -605,7 +605,7 @@ async fn hop_by_hop_response_headers_stop_at_the_gateway() {
 
     // The common reply (the backend says only `Connection: keep-alive`) keeps its headers.
     let r = raw_exchange(
-        gw.port,
+        &gw,
         "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -642,9 +642,7 @@ async fn read_one_response(s: &mut TcpStream) -> RawResponse {
 async fn a_backend_closing_its_connection_leaves_the_client_connection_open() {
     let o = origins(&["a"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
-        .await
-        .expect("connect gateway");
+    let mut s = connect(&gw).await;
     for _ in 0..2 {
         s.write_all(b"GET /close-reply HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -755,11 +753,8 @@ async fn hundred_mib_upload_and_download_stream_with_flat_memory() {
 
 /// Sends `GET /upgrade` with `Upgrade: <protocol>` on a raw connection; returns the response
 /// head (lower-cased) and the connection.
-async fn upgrade_request(gw: &Gateway, protocol: &str) -> (String, tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
-        .await
-        .expect("connect");
+async fn upgrade_request(gw: &Gateway, protocol: &str) -> (String, TcpStream) {
+    let mut conn = connect(gw).await;
     let request = format!(
         "GET /upgrade HTTP/1.1\r\nHost: portico.test\r\nConnection: Upgrade\r\n\
          Upgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\n\
@@ -781,7 +776,6 @@ async fn upgrade_request(gw: &Gateway, protocol: &str) -> (String, tokio::net::T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_pass_through_and_carry_raw_bytes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let o = origins(&["ws"]).await;
     let gw = with_backends(GatewayBuilder::default(), &o).start().await;
     let (head, mut conn) = upgrade_request(&gw, "websocket").await;
