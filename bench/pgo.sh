@@ -4,9 +4,10 @@
 #   bench/pgo.sh                       # -> <target>/pgo-use/release/portico
 #
 # 1. builds an instrumented Portico (its own target directory: the compiler flags differ);
-# 2. trains it on loopback: one nginx origin on three ports, then wrk with keep-alive GETs,
-#    GETs on new connections (`Connection: close`), 4 KiB POSTs, and admin /status and /metrics
-#    scrapes, so the profile covers more than the benchmark's one request;
+# 2. trains it on loopback (bench/run.sh's origin and Portico configuration, from
+#    bench/common.sh, on ports of its own): wrk with keep-alive GETs, GETs on new connections
+#    (`Connection: close`), 4 KiB POSTs, and admin /status and /metrics scrapes, so the
+#    profile covers more than the benchmark's one request;
 # 3. merges the profile with the toolchain's `llvm-profdata` (rustup component `llvm-tools`,
 #    installed when missing) and builds Portico again with it (release profile: fat LTO, mimalloc).
 #
@@ -16,6 +17,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 TRAIN=${TRAIN:-10}
 WORK=$(mktemp -d /tmp/portico-pgo.XXXXXX)
@@ -48,42 +51,15 @@ echo "pgo: instrumented build into $TARGET/pgo-gen" >&2
 rm -rf "$WORK/raw"   # build scripts and proc macros ran instrumented too: not Portico's profile
 
 # --- 2. training -----------------------------------------------------------------------------
-listens=""
-servers=""
-for p in "${PORTS[@]}"; do
-    listens+="listen 127.0.0.1:$p;"
-    servers+="  - http://127.0.0.1:$p"$'\n'
-done
-cat >"$WORK/origin.conf" <<EOF
-daemon off; master_process off; worker_processes 1; pid $WORK/origin.pid;
-error_log $WORK/origin.err crit;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 10000000;
-       server { $listens location / { return 200 "ok"; } } }
-EOF
+# The benchmark's own origin and Portico configuration (bench/common.sh).
+origin_conf "$WORK" "${PORTS[@]}" >"$WORK/origin.conf"
 nginx -c "$WORK/origin.conf" -p "$WORK" >/dev/null 2>&1 &
 PIDS+=($!)
-cat >"$WORK/portico.yaml" <<EOF
-threads: 1
-pid_file: $WORK/portico.pid
-upgrade_sock: $WORK/portico.sock
-listen: "127.0.0.1:$LISTEN"
-strategy: round-robin
-health_check_frequency: 1s
-health_check: {path: /, timeout: 1s, rise: 1, fall: 3}
-backends:
-$servers
-admin: {listen: "127.0.0.1:$ADMIN"}
-access_log: false
-EOF
+portico_conf "$WORK" portico "$LISTEN" "$ADMIN" "" "${PORTS[@]}" >"$WORK/portico.yaml"
 "$TARGET/pgo-gen/release/portico" -c "$WORK/portico.yaml" >"$WORK/portico.log" 2>&1 &
 portico=$!
 PIDS+=($portico)
-for _ in $(seq 100); do
-    [ "$(curl -s --max-time 1 "http://127.0.0.1:$LISTEN/" || true)" = ok ] && break
-    sleep 0.2
-done
-[ "$(curl -s --max-time 1 "http://127.0.0.1:$LISTEN/" || true)" = ok ] ||
+wait_ok "$LISTEN" "$portico" ||
     { echo "instrumented portico did not come up: $WORK/portico.log" >&2; exit 1; }
 cat >"$WORK/post.lua" <<'EOF'
 wrk.method = "POST"

@@ -31,6 +31,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; IDLE_CONNS=${IDLE_CONNS:-2000}; PGO=${PGO:-0}
@@ -113,40 +115,16 @@ trap 'exit 130' INT TERM
 declare -A PID PORT
 NAMES=()
 
-# Waits until `port` answers `ok` (bounded).
+# Waits until `port` answers `ok` (bounded); stops the run if it does not.
 wait_ready() {
     local name=$1 port=$2
-    for _ in $(seq 150); do
-        if [ "$(curl -s --max-time 1 "http://127.0.0.1:$port/" || true)" = ok ]; then
-            return 0
-        fi
-        kill -0 "${PID[$name]:-$$}" 2>/dev/null || break
-        sleep 0.2
-    done
+    wait_ok "$port" "${PID[$name]:-$$}" && return 0
     echo "$name on port $port did not come up; log: $OUT/$name.log" >&2
     exit 1
 }
 
 start_origin() {
-    local listens=""
-    for p in "${ORIGIN_PORTS[@]}"; do listens+="        listen 127.0.0.1:$p reuseport;"$'\n'; done
-    cat >"$OUT/origin.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $OUT/origin.pid;
-error_log $OUT/origin.err crit;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {
-$listens        default_type text/plain;
-        location / { return 200 "ok"; }
-    }
-}
-EOF
+    origin_conf "$OUT" "${ORIGIN_PORTS[@]}" >"$OUT/origin.conf"
     taskset -c "$LOAD_CPU" nginx -c "$OUT/origin.conf" -p "$OUT" >"$OUT/origin.log" 2>&1 &
     PID[origin]=$!
     PIDS+=($!)
@@ -227,27 +205,9 @@ start_bare() {
 
 # start_portico NAME BINARY PORT [extra yaml line]
 start_portico() {
-    local name=$1 bin=$2 port=$3 extra=${4:-} backends=""
-    for p in "${ORIGIN_PORTS[@]}"; do backends+="  - http://127.0.0.1:$p"$'\n'; done
-    cat >"$OUT/$name.yaml" <<EOF
-threads: 1
-pid_file: $OUT/$name.pid
-upgrade_sock: $OUT/$name.sock
-$extra
-listen: "127.0.0.1:$port"
-strategy: round-robin
-health_check_frequency: 1s
-health_check:
-  path: /
-  timeout: 1s
-  rise: 1
-  fall: 3
-backends:
-$backends
-admin:
-  listen: "127.0.0.1:$((port + 1000))"
-access_log: false
-EOF
+    local name=$1 bin=$2 port=$3 extra=${4:-}
+    portico_conf "$OUT" "$name" "$port" $((port + 1000)) "$extra" "${ORIGIN_PORTS[@]}" \
+        >"$OUT/$name.yaml"
     taskset -c "$PROXY_CPU" "$bin" -c "$OUT/$name.yaml" >"$OUT/$name.log" 2>&1 &
     PID[$name]=$!; PORT[$name]=$port; PIDS+=($!); NAMES+=("$name")
 }

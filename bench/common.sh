@@ -1,0 +1,69 @@
+# bench/common.sh: what bench/run.sh and bench/pgo.sh share, so that the PGO training runs the
+# very origin and Portico configuration the benchmark measures. Sourced, not run.
+
+# origin_conf DIR PORT...: an nginx origin (one worker, access log off) answering `200 ok` on
+# every PORT; its pid and error log go to DIR.
+origin_conf() {
+    local dir=$1 listens="" p
+    shift
+    for p in "$@"; do listens+="        listen 127.0.0.1:$p reuseport;"$'\n'; done
+    cat <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/origin.pid;
+error_log $dir/origin.err crit;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+$listens        default_type text/plain;
+        location / { return 200 "ok"; }
+    }
+}
+CONF
+}
+
+# portico_conf DIR NAME PORT ADMIN_PORT EXTRA ORIGIN_PORT...: Portico with all its features on
+# (health checks every second, metrics, forwarding headers), one worker thread, round-robin
+# over the origin ports, access log off; EXTRA is one more YAML line (may be empty).
+portico_conf() {
+    local dir=$1 name=$2 port=$3 admin=$4 extra=$5 backends="" p
+    shift 5
+    for p in "$@"; do backends+="  - http://127.0.0.1:$p"$'\n'; done
+    cat <<CONF
+threads: 1
+pid_file: $dir/$name.pid
+upgrade_sock: $dir/$name.sock
+$extra
+listen: "127.0.0.1:$port"
+strategy: round-robin
+health_check_frequency: 1s
+health_check:
+  path: /
+  timeout: 1s
+  rise: 1
+  fall: 3
+backends:
+$backends
+admin:
+  listen: "127.0.0.1:$admin"
+access_log: false
+CONF
+}
+
+# wait_ok PORT [PID]: polls http://127.0.0.1:PORT/ until it answers `ok` (30 s at most, less
+# if process PID dies first); the status says whether it did.
+wait_ok() {
+    local port=$1 pid=${2:-$$}
+    for _ in $(seq 150); do
+        if [ "$(curl -s --max-time 1 "http://127.0.0.1:$port/" || true)" = ok ]; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.2
+    done
+    return 1
+}
