@@ -21,7 +21,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -135,9 +134,7 @@ impl TlsOrigin {
             .expect("origin cert");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
-        let listener = TcpListener::bind(("127.0.0.1", free_port()))
-            .await
-            .expect("bind");
+        let listener = local_listener().await;
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
         let sni = Arc::new(Mutex::new(Vec::new()));

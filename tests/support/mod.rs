@@ -64,6 +64,13 @@ pub fn free_port() -> u16 {
     panic!("no free port left in {PORTS:?}");
 }
 
+/// A listener on 127.0.0.1, on a port from [`free_port`].
+pub async fn local_listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
+        .await
+        .expect("bind a local listener")
+}
+
 /// An HTTP client that never uses a proxy from the environment.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -304,9 +304,7 @@ pub struct SilentOrigin {
 
 impl SilentOrigin {
     pub async fn start() -> SilentOrigin {
-        let listener = TcpListener::bind(("127.0.0.1", super::free_port()))
-            .await
-            .expect("bind");
+        let listener = super::local_listener().await;
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
