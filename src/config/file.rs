@@ -5,6 +5,24 @@ use pingora::server::configuration::ServerConf;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
+/// The top-level keys that are Portico's (the rest belong to Pingora's `ServerConf`).
+pub const PORTICO_KEYS: &[&str] = &[
+    "listen",
+    "port",
+    "strategy",
+    "health_check_frequency",
+    "health_check",
+    "backends",
+    "timeouts",
+    "admin",
+    "state_file",
+    "tls",
+    "sticky_cookie",
+    "sticky_secret",
+    "access_log",
+    "retries",
+];
+
 /// Portico's keys exactly as they appear in the file. Every field is raw: `validate` turns
 /// them into a [`super::Config`] and names the key of anything wrong.
 #[derive(Debug, Default, Deserialize)]

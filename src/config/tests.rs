@@ -1,6 +1,7 @@
 //! Unit tests of configuration parsing and validation.
 
 use super::*;
+use std::time::Duration;
 
 fn ok(text: &str) -> Config {
     match Config::from_text(text) {
