@@ -28,6 +28,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
             let spec = BackendSpec {
                 url,
                 weight: 1 + (i % 3) as u32,
+                drained: false,
             };
             let token = cookie_token(b"bench", &spec.url.to_string());
             let b = Arc::new(Backend::new(i as u64, &spec, addr, &timeouts, token));

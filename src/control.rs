@@ -87,6 +87,12 @@ impl Control {
         self.frozen.store(true, Ordering::SeqCst);
     }
 
+    /// Whether [`Control::freeze`] was called: the process is handing over to a new one or
+    /// shutting down (what `GET /readyz` reports). Never reset.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+
     /// A new backend object for `spec`; fails when its host does not resolve.
     pub fn build_backend(&self, spec: &BackendSpec) -> Result<Arc<Backend>, String> {
         Ok(self.backend_at(spec, spec.url.resolve()?))
@@ -113,9 +119,9 @@ impl Control {
     /// waited while another process could still change it (a graceful upgrade: the old process
     /// takes admin changes until it hands over its listeners). Backends gone from the store are
     /// removed (their requests in flight finish), new ones are added and probed at once,
-    /// changed weights are replaced. Without a store or a stored pool it does nothing. Returns
-    /// how many backends were added or removed. On error the pool may be partly resynced, but
-    /// every backend in it is valid.
+    /// weights and drain states are updated in place (the backend keeps its health). Without
+    /// a store or a stored pool it does nothing. Returns how many backends were added, removed
+    /// or changed. On error the pool may be partly resynced, but every backend in it is valid.
     pub async fn resync_from_store(&self) -> Result<usize, ControlError> {
         let Some(store) = self.store.clone() else {
             return Ok(0);
@@ -130,11 +136,24 @@ impl Control {
         let mut changed = 0;
         {
             let _w = self.write.lock().await;
+            let mut reweighed = false;
             for current in self.balancer.snapshot().backends.iter() {
-                if !specs.contains(&current.spec()) {
-                    self.balancer.remove_backend(&current.url)?;
-                    changed += 1;
+                match specs.iter().find(|s| s.url == current.url) {
+                    None => {
+                        self.balancer.remove_backend(&current.url)?;
+                        changed += 1;
+                    }
+                    Some(spec) if *spec != current.spec() => {
+                        current.set_weight(spec.weight);
+                        current.set_drained(spec.drained);
+                        reweighed = true;
+                        changed += 1;
+                    }
+                    Some(_) => {}
                 }
+            }
+            if reweighed {
+                self.balancer.replan();
             }
             for spec in &specs {
                 if self.balancer.find(&spec.url).is_none() {
@@ -148,7 +167,7 @@ impl Control {
         }
         if changed > 0 {
             info!(
-                "{}: pool resynced ({changed} backends added or removed)",
+                "{}: pool resynced ({changed} backends added, removed or changed)",
                 self.describe_store()
             );
         }
@@ -208,7 +227,7 @@ impl Control {
             this.persist(this.specs_with(|v| v.push(spec.clone())))
                 .await?;
             this.balancer.add_backend(backend.clone())?;
-            info!("backend {} added (weight {})", backend.name, backend.weight);
+            info!("backend {} added (weight {})", backend.name, backend.weight());
             Ok(backend)
         })
         .await?;
@@ -242,6 +261,79 @@ impl Control {
                 removed.in_flight()
             );
             Ok(removed)
+        })
+        .await
+    }
+}
+
+/// A runtime change to a backend that stays in the pool (`PATCH /backends`); `None` leaves
+/// that property as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendChange {
+    /// The new weight (already validated).
+    pub weight: Option<u32>,
+    /// `Some(true)` drains the backend, `Some(false)` takes it back into service.
+    pub drained: Option<bool>,
+}
+
+impl Control {
+    /// Changes a backend in place: stored, then applied, then the strategy's plan is rebuilt
+    /// (off the request path) so that a new weight or drain state counts from the next pick.
+    /// A drained backend keeps being probed and keeps its requests in flight; it gets no new
+    /// one. Errors: `Invalid` (an empty change), `Pool(NotFound)`, `Store` (nothing changed),
+    /// `Frozen`.
+    pub async fn patch(
+        self: &Arc<Self>,
+        url: &BackendUrl,
+        change: BackendChange,
+    ) -> Result<Arc<Backend>, ControlError> {
+        if change == BackendChange::default() {
+            return Err(ControlError::Invalid(
+                "nothing to change: give \"weight\" and/or \"state\"".into(),
+            ));
+        }
+        let this = self.clone();
+        let url = url.clone();
+        detached(async move {
+            let _w = this.write.lock().await;
+            if this.frozen.load(Ordering::SeqCst) {
+                return Err(ControlError::Frozen);
+            }
+            let Some(backend) = this.balancer.find(&url) else {
+                return Err(PoolError::NotFound(url.to_string()).into());
+            };
+            let apply = |s: &mut BackendSpec| {
+                if let Some(w) = change.weight {
+                    s.weight = w;
+                }
+                if let Some(d) = change.drained {
+                    s.drained = d;
+                }
+            };
+            this.persist(this.specs_with(|v| v.iter_mut().filter(|s| s.url == url).for_each(apply)))
+                .await?;
+            let before = backend.spec();
+            let mut after = before.clone();
+            apply(&mut after);
+            backend.set_weight(after.weight);
+            backend.set_drained(after.drained);
+            this.balancer.replan();
+            if before.weight != after.weight {
+                info!(
+                    "backend {} weight {} -> {}",
+                    backend.name, before.weight, after.weight
+                );
+            }
+            match (before.drained, after.drained) {
+                (false, true) => info!(
+                    "backend {} draining ({} requests in flight finish; probes go on)",
+                    backend.name,
+                    backend.in_flight()
+                ),
+                (true, false) => info!("backend {} enabled (takes new requests again)", backend.name),
+                _ => {}
+            }
+            Ok(backend)
         })
         .await
     }
@@ -360,9 +452,57 @@ mod tests {
             .expect("seeded");
         let stored = vec![spec("http://127.0.0.1:2", 3), spec("http://127.0.0.1:3", 1)];
         FileStore::new(&path).save(&stored).expect("saved");
-        assert_eq!(c.resync_from_store().await.expect("resynced"), 4);
+        let kept = c.balancer().find(&stored[0].url).expect("present");
+        assert_eq!(c.resync_from_store().await.expect("resynced"), 3);
         assert_eq!(pool(&c), stored);
+        let same = c.balancer().find(&stored[0].url).expect("present");
+        assert!(Arc::ptr_eq(&kept, &same), "a reweighed backend was replaced");
         assert_eq!(c.resync_from_store().await.expect("resynced"), 0);
+    }
+
+    #[tokio::test]
+    async fn patch_stores_then_applies_weight_and_drain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let c = control(Some(Box::new(FileStore::new(&path))));
+        c.seed(&[spec("http://127.0.0.1:1", 1)]).expect("seeded");
+        let url = spec("http://127.0.0.1:1", 1).url;
+        let b = c.balancer().find(&url).expect("present");
+        b.set_alive(true);
+        let drain = BackendChange {
+            weight: Some(5),
+            drained: Some(true),
+        };
+        c.patch(&url, drain).await.expect("patched");
+        assert_eq!(b.weight(), 5);
+        assert!(b.is_drained() && !b.is_ready() && b.is_alive());
+        let mut expected = spec("http://127.0.0.1:1", 5);
+        expected.drained = true;
+        assert_eq!(
+            FileStore::new(&path).load().expect("stored"),
+            Some(vec![expected])
+        );
+        let enable = BackendChange {
+            weight: None,
+            drained: Some(false),
+        };
+        c.patch(&url, enable).await.expect("patched");
+        assert!(b.is_ready());
+        assert_eq!(b.weight(), 5);
+        assert!(matches!(
+            c.patch(&url, BackendChange::default()).await,
+            Err(ControlError::Invalid(_))
+        ));
+        assert!(matches!(
+            c.patch(&spec("http://127.0.0.1:2", 1).url, enable).await,
+            Err(ControlError::Pool(PoolError::NotFound(_)))
+        ));
+        c.freeze();
+        assert!(matches!(
+            c.patch(&url, drain).await,
+            Err(ControlError::Frozen)
+        ));
+        assert!(!b.is_drained());
     }
 
     #[tokio::test]

@@ -125,7 +125,7 @@ impl PoolFamilies {
             weight: gauge("portico_backend_weight", "Configured weight of the backend")?,
             draining: gauge(
                 "portico_backend_draining",
-                "1 when the backend was removed and still has requests in flight",
+                "1 when the backend takes no new requests but finishes those in flight (drained by an operator, or removed with requests in flight)",
             )?,
             backends: IntGaugeVec::new(
                 Opts::new(
@@ -190,7 +190,7 @@ impl Collector for PoolCollector {
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
             f.up.with_label_values(&l).set(0);
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
             f.draining.with_label_values(&l).set(1);
         }
         for b in snap.backends.iter() {
@@ -199,8 +199,12 @@ impl Collector for PoolCollector {
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
             f.up.with_label_values(&l).set(i64::from(b.is_ready()));
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
-            f.draining.with_label_values(&l).add(0);
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
+            if b.is_drained() {
+                f.draining.with_label_values(&l).set(1);
+            } else {
+                f.draining.with_label_values(&l).add(0);
+            }
         }
         let ready = snap.backends.iter().filter(|b| b.is_ready()).count();
         f.backends

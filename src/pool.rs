@@ -2,7 +2,7 @@
 //! count whose decrement is structural (a [`Lease`] dropped with the request's context).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -13,9 +13,10 @@ use crate::health::{Health, Tracker};
 
 /// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
 ///
-/// Two independent flags decide traffic: `alive` (set by health checks and by the proxy on a
-/// refused connection) and `enabled` (cleared when an operator removes it). A backend is
-/// `ready` only when both hold.
+/// Three independent flags decide traffic: `alive` (set by health checks and by the proxy on a
+/// refused connection), `enabled` (cleared when an operator removes it) and `drained` (set and
+/// cleared by an operator through `PATCH /backends`; a drained backend stays in the pool and is
+/// still probed). A backend is `ready` when it is alive, enabled and not drained.
 pub struct Backend {
     /// Unique for the life of the process, also across remove and re-add of the same URL.
     pub id: u64,
@@ -23,12 +24,14 @@ pub struct Backend {
     /// `url` as text, normalised (what `/status` and logs show).
     pub name: String,
     pub addr: SocketAddr,
-    pub weight: u32,
+    /// Changed at runtime by `PATCH /backends`; strategies read it when they (re)plan.
+    weight: AtomicU32,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
     peer: HttpPeer,
     alive: AtomicBool,
     enabled: AtomicBool,
+    drained: AtomicBool,
     in_flight: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -73,11 +76,12 @@ impl Backend {
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             cookie_token,
             peer,
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
+            drained: AtomicBool::new(spec.drained),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -93,14 +97,39 @@ impl Backend {
     pub fn spec(&self) -> BackendSpec {
         BackendSpec {
             url: self.url.clone(),
-            weight: self.weight,
+            weight: self.weight(),
+            drained: self.is_drained(),
         }
     }
 
-    /// Healthy and not removed: may receive new requests.
+    /// Healthy, not removed and not drained: may receive new requests.
     #[inline]
     pub fn is_ready(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && self.enabled.load(Ordering::Relaxed)
+        self.alive.load(Ordering::Relaxed)
+            && self.enabled.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+    }
+
+    /// The weight strategies plan with.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Changes the weight; takes effect at the balancer's next plan (`Balancer::replan`).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Drained by an operator: no new request, requests in flight finish, probes go on.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains (`true`) or enables (`false`) the backend; pick-time readiness checks see it at
+    /// once, plans that list ready backends after `Balancer::replan`.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     #[inline]

@@ -36,11 +36,19 @@ struct StateDoc {
 struct StateBackend {
     url: String,
     weight: u32,
+    /// Written only when true, so files without drained backends stay readable by versions
+    /// that predate draining; missing (older files) reads as `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    drained: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 const STATE_VERSION: u32 = 1;
 
-/// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight"}]}`), replaced
+/// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight", "drained"?}]}`), replaced
 /// atomically: temporary file beside it, fsync, rename, fsync of the directory. A crash at any
 /// point leaves either the old or the new file, never a mix. A missing file loads as `None`;
 /// unreadable or invalid content is an error naming the file. The directory must exist (the
@@ -94,7 +102,11 @@ impl PoolStore for FileStore {
             if specs.iter().any(|s| s.url == url) {
                 return Err(self.fail(&format!("backends[{i}]"), format!("duplicate {url}")));
             }
-            specs.push(BackendSpec { url, weight });
+            specs.push(BackendSpec {
+                url,
+                weight,
+                drained: b.drained,
+            });
         }
         Ok(Some(specs))
     }
@@ -107,6 +119,7 @@ impl PoolStore for FileStore {
                 .map(|b| StateBackend {
                     url: b.url.to_string(),
                     weight: b.weight,
+                    drained: b.drained,
                 })
                 .collect(),
         };
@@ -161,6 +174,30 @@ mod tests {
         assert_eq!(store.load().expect("readable"), Some(pool));
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn drain_state_round_trips_and_old_files_still_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let store = FileStore::new(&path);
+        let mut drained = spec("http://127.0.0.1:2", 4);
+        drained.drained = true;
+        let pool = vec![spec("http://127.0.0.1:1", 1), drained];
+        store.save(&pool).expect("saved");
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text.matches("drained").count(), 1, "{text}");
+        assert_eq!(store.load().expect("readable"), Some(pool));
+        // A file written before drain existed.
+        fs::write(
+            &path,
+            r#"{"version": 1, "backends": [{"url": "http://127.0.0.1:1", "weight": 3}]}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            store.load().expect("old file"),
+            Some(vec![spec("http://127.0.0.1:1", 3)])
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `ServeHttp` adapter that reads the request (body capped in size and time) and hands it to
 //! [`routes`].
 
+mod patch;
 pub mod routes;
+pub mod ui;
 
 use std::time::Duration;
 
@@ -73,13 +75,19 @@ fn header_is_head(session: &ServerSession) -> bool {
     session.req_header().method == http::Method::HEAD
 }
 
+/// The HTTP answer for `resp`. A `HEAD` answer carries the headers `GET` would (the same
+/// `Content-Length` included) and no body; Pingora writes no body for `HEAD` either way.
 fn to_http(resp: AdminResponse, is_head: bool) -> Response<Vec<u8>> {
+    let length = resp.body.len();
     let body = if is_head { Vec::new() } else { resp.body };
     let mut builder = Response::builder()
         .status(resp.status)
         .header("Content-Type", resp.content_type)
-        .header("Content-Length", body.len())
+        .header("Content-Length", length)
         .header("Cache-Control", "no-store");
+    for (name, value) in resp.headers {
+        builder = builder.header(*name, *value);
+    }
     if let Some(allow) = resp.allow {
         builder = builder.header("Allow", allow);
     }
@@ -133,4 +141,23 @@ async fn read_body(session: &mut ServerSession, declared: Option<u64>) -> Body {
         session.set_keepalive(None);
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_answers_carry_the_get_headers_without_a_body() {
+        let get = to_http(AdminResponse::error(404, "no such endpoint: /x"), false);
+        let head = to_http(AdminResponse::error(404, "no such endpoint: /x"), true);
+        assert!(head.body().is_empty());
+        assert!(!get.body().is_empty());
+        assert_eq!(get.status(), head.status());
+        assert_eq!(get.headers(), head.headers());
+        assert_eq!(
+            head.headers()["Content-Length"],
+            get.body().len().to_string().as_str()
+        );
+    }
 }

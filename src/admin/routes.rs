@@ -36,6 +36,8 @@ pub struct AdminResponse {
     pub body: Vec<u8>,
     pub allow: Option<&'static str>,
     pub www_authenticate: bool,
+    /// Further headers (the status page's security headers).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl AdminResponse {
@@ -49,6 +51,19 @@ impl AdminResponse {
             body,
             allow: None,
             www_authenticate: false,
+            headers: &[],
+        }
+    }
+
+    /// A 200 with `body` as `content_type`.
+    pub fn content(content_type: &'static str, body: Vec<u8>) -> AdminResponse {
+        AdminResponse {
+            status: 200,
+            content_type,
+            body,
+            allow: None,
+            www_authenticate: false,
+            headers: &[],
         }
     }
 
@@ -58,8 +73,10 @@ impl AdminResponse {
     }
 }
 
-/// What the handlers need. With `token` set, every request but `GET /healthz` needs
-/// `Authorization: Bearer <token>` (compared in constant time), else 401.
+/// What the handlers need. With `token` set, every request but `GET /healthz`, `GET /readyz`
+/// and the static status page (`GET /`, `/ui`, `/ui/*`) needs `Authorization: Bearer <token>`
+/// (compared in constant time), else 401. The page holds no data: it asks for the token and
+/// sends it with its own requests.
 pub struct AdminApi {
     pub control: std::sync::Arc<Control>,
     pub metrics: std::sync::Arc<Metrics>,
@@ -74,7 +91,8 @@ impl AdminApi {
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
-        let public = path == "/healthz" && is_read(&req.method);
+        let public = is_read(&req.method)
+            && (matches!(path, "/healthz" | "/readyz") || super::ui::asset(path).is_some());
         if !public && !self.authorized(&req) {
             let mut r = AdminResponse::error(401, "missing or wrong bearer token");
             r.www_authenticate = true;
@@ -82,19 +100,22 @@ impl AdminApi {
         }
         match (path, &req.method) {
             ("/healthz", m) if is_read(m) => AdminResponse::json(200, &json!({"status": "ok"})),
+            ("/readyz", m) if is_read(m) => self.readyz(),
             ("/status", m) if is_read(m) => self.status(),
-            ("/metrics", m) if is_read(m) => AdminResponse {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: self.metrics.render(),
-                allow: None,
-                www_authenticate: false,
-            },
+            ("/metrics", m) if is_read(m) => AdminResponse::content(
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
             ("/backends", m) if is_read(m) => self.list(),
             ("/backends", &Method::POST) => self.add(&req).await,
+            ("/backends", &Method::PATCH) => self.patch(&req).await,
             ("/backends", &Method::DELETE) => self.remove(&req).await,
-            ("/healthz" | "/status" | "/metrics", _) => not_allowed("GET, HEAD"),
-            ("/backends", _) => not_allowed("GET, HEAD, POST, DELETE"),
+            (p, m) if is_read(m) && super::ui::asset(p).is_some() => {
+                super::ui::asset(p).unwrap_or_else(|| AdminResponse::error(404, "no such file"))
+            }
+            ("/healthz" | "/readyz" | "/status" | "/metrics", _) => not_allowed("GET, HEAD"),
+            ("/backends", _) => not_allowed("GET, HEAD, POST, PATCH, DELETE"),
+            (p, _) if super::ui::asset(p).is_some() => not_allowed("GET, HEAD"),
             _ => AdminResponse::error(404, format!("no such endpoint: {}", req.path)),
         }
     }
@@ -111,6 +132,29 @@ impl AdminApi {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map_or("", |(_, t)| t.trim());
         constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    /// 200 while this process serves traffic; 503 (with the reason) while it hands its
+    /// sockets over or shuts down, or while no backend takes requests.
+    fn readyz(&self) -> AdminResponse {
+        let active = self
+            .control
+            .balancer()
+            .snapshot()
+            .backends
+            .iter()
+            .filter(|b| b.is_ready())
+            .count();
+        let unready = |reason: &str| {
+            AdminResponse::json(503, &json!({"status": "unavailable", "reason": reason}))
+        };
+        if self.control.is_frozen() {
+            unready("shutting down or handing over to a new process")
+        } else if active == 0 {
+            unready("no backend is alive")
+        } else {
+            AdminResponse::json(200, &json!({"status": "ready", "active_backends": active}))
+        }
     }
 
     fn status(&self) -> AdminResponse {
@@ -166,7 +210,12 @@ impl AdminApi {
             Ok(w) => w,
             Err(e) => return AdminResponse::error(400, e),
         };
-        match self.control.add(BackendSpec { url, weight }).await {
+        let spec = BackendSpec {
+            url,
+            weight,
+            drained: false,
+        };
+        match self.control.add(spec).await {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
             Err(e) => control_error(e),
         }
@@ -215,7 +264,7 @@ fn not_allowed(allow: &'static str) -> AdminResponse {
 }
 
 /// The body if there is one, checked for size and content type.
-fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
+pub(super) fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
     let Some(body) = &req.body else {
         return Err(AdminResponse::error(
             413,
@@ -237,7 +286,7 @@ fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
     Ok(Some(body.clone()))
 }
 
-fn control_error(e: ControlError) -> AdminResponse {
+pub(super) fn control_error(e: ControlError) -> AdminResponse {
     let status = match &e {
         ControlError::Pool(PoolError::Duplicate(_)) => 409,
         ControlError::Pool(PoolError::NotFound(_)) => 404,
@@ -254,9 +303,10 @@ pub fn backend_json(b: &Backend) -> Value {
     let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     json!({
         "url": b.name,
-        "alive": b.is_ready(),
+        "alive": b.is_alive() && b.is_enabled(),
+        "draining": b.is_drained() || !b.is_enabled(),
         "current_connections": b.in_flight(),
-        "weight": b.weight,
+        "weight": b.weight(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,

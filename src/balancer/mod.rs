@@ -187,7 +187,9 @@ impl Balancer {
         self.snapshot.store(Arc::new(Snapshot { backends, plan }));
     }
 
-    fn replan(&self) {
+    /// Rebuilds the strategy's plan over the current backends (after a weight or drain
+    /// change), off the request path; picks in progress keep the plan they loaded.
+    pub fn replan(&self) {
         let _w = lock(&self.write);
         let backends = self.snapshot.load().backends.clone();
         self.publish(backends);
@@ -279,6 +281,7 @@ pub(crate) mod testing {
         let spec = BackendSpec {
             url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
             weight,
+            drained: false,
         };
         let timeouts = Timeouts {
             connect: Duration::from_secs(1),

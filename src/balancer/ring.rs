@@ -29,13 +29,13 @@ impl Ring {
     /// each at a hash of the backend's URL and the point's number: a backend's points do not
     /// depend on the other backends, which is what keeps changes to ~1/N of the clients.
     pub fn build(backends: &[Arc<Backend>]) -> Ring {
-        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight())).sum();
         let per_weight = MAX_POINTS
             .checked_div(total_weight)
             .map_or(0, |p| p.clamp(1, POINTS_PER_WEIGHT));
         let mut points = Vec::with_capacity((total_weight * per_weight) as usize);
         for (i, b) in backends.iter().enumerate() {
-            for k in 0..u64::from(b.weight) * per_weight {
+            for k in 0..u64::from(b.weight()) * per_weight {
                 let digest = Sha256::new()
                     .chain_update(b.name.as_bytes())
                     .chain_update(k.to_le_bytes())

@@ -37,7 +37,7 @@ impl Strategy for Weighted {
             .iter()
             .enumerate()
             .filter(|(_, b)| b.is_ready())
-            .map(|(i, b)| (i, b.weight))
+            .map(|(i, b)| (i, b.weight()))
             .collect();
         Plan::Weighted(WeightedSchedule {
             order: schedule(&weights),

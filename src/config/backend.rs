@@ -6,11 +6,14 @@ use serde_yaml::Value;
 use super::error::{err, ConfigError};
 use super::{file, BackendUrl, MAX_WEIGHT};
 
-/// One backend as configured: its URL and weight.
+/// One backend as configured (or as the admin API left it): its URL, weight and drain state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
     pub url: BackendUrl,
     pub weight: u32,
+    /// Drained by an operator (`PATCH /backends {"state": "drain"}`): stays in the pool and is
+    /// probed, but takes no new request. Always `false` from the configuration file.
+    pub drained: bool,
 }
 
 impl BackendSpec {
@@ -79,5 +82,9 @@ pub fn backend_entry(key: &str, value: &Value) -> Result<BackendSpec, ConfigErro
         }
     };
     let url = BackendUrl::parse(url).or_else(|m| err(format!("{key}.url"), m))?;
-    Ok(BackendSpec { url, weight })
+    Ok(BackendSpec {
+        url,
+        weight,
+        drained: false,
+    })
 }

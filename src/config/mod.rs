@@ -84,6 +84,7 @@ pub(crate) fn test_spec(url: &str, weight: u32) -> BackendSpec {
     BackendSpec {
         url: BackendUrl::parse(url).expect("valid test URL"),
         weight,
+        drained: false,
     }
 }
 

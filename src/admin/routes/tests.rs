@@ -150,9 +150,99 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
 #[tokio::test]
 async fn method_not_allowed_names_the_allowed_ones() {
     let api = api(None);
-    let r = api.handle(req(Method::PATCH, "/backends", "")).await;
+    let r = api.handle(req(Method::PUT, "/backends", "")).await;
     assert_eq!(r.status, 405);
-    assert_eq!(r.allow, Some("GET, HEAD, POST, DELETE"));
+    assert_eq!(r.allow, Some("GET, HEAD, POST, PATCH, DELETE"));
+    for path in ["/readyz", "/", "/ui/app.js"] {
+        let r = api.handle(req(Method::POST, path, "")).await;
+        assert_eq!((path, r.status, r.allow), (path, 405, Some("GET, HEAD")));
+    }
+}
+
+#[tokio::test]
+async fn patch_changes_weight_and_drain_state_in_place() {
+    let api = api(None);
+    let patch = |b: &str| req(Method::PATCH, "/backends", b);
+    let r = api
+        .handle(patch(r#"{"url": "http://127.0.0.1:9", "weight": 7}"#))
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(body(&r)["weight"], 7);
+    assert_eq!(body(&r)["draining"], false);
+    let r = api
+        .handle(patch(r#"{"url": "http://127.0.0.1:9", "state": "drain"}"#))
+        .await;
+    assert_eq!(r.status, 200);
+    let status = body(&api.handle(req(Method::GET, "/status", "")).await);
+    assert_eq!(status["backends"][0]["draining"], true);
+    assert_eq!(status["backends"][0]["alive"], true);
+    assert_eq!(status["backends"][0]["weight"], 7);
+    assert_eq!(status["active_backends"], 0);
+    let r = api
+        .handle(patch(r#"{"url": "http://127.0.0.1:9", "state": "enabled"}"#))
+        .await;
+    assert_eq!(body(&r)["draining"], false);
+    for (bad, status) in [
+        (r#"{"url": "http://127.0.0.1:9"}"#, 400),
+        (r#"{"url": "http://127.0.0.1:9", "weight": 0}"#, 400),
+        (r#"{"url": "http://127.0.0.1:9", "weight": "2"}"#, 400),
+        (r#"{"url": "http://127.0.0.1:9", "state": "drained"}"#, 400),
+        (r#"{"url": "http://127.0.0.1:9", "colour": "red"}"#, 400),
+        (r#"{"url": "ftp://x:1", "weight": 2}"#, 400),
+        (r#"{"weight": 2}"#, 400),
+        ("", 400),
+        (r#"{"url": "http://127.0.0.1:10", "weight": 2}"#, 404),
+    ] {
+        let r = api.handle(patch(bad)).await;
+        assert_eq!(r.status, status, "{bad}: {}", String::from_utf8_lossy(&r.body));
+        assert!(body(&r)["error"].is_string(), "{bad}");
+    }
+    let b = api.control.balancer().snapshot().backends[0].clone();
+    assert_eq!((b.weight(), b.is_drained()), (7, false));
+}
+
+#[tokio::test]
+async fn readyz_needs_a_ready_backend_and_an_unfrozen_control() {
+    let api = api(Some("s3cret"));
+    let r = api.handle(req(Method::GET, "/readyz", "")).await;
+    assert_eq!(r.status, 200, "public, and one backend is up");
+    assert_eq!(body(&r)["status"], "ready");
+    let b = api.control.balancer().snapshot().backends[0].clone();
+    b.set_drained(true);
+    let r = api.handle(req(Method::GET, "/readyz", "")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(body(&r)["reason"], "no backend is alive");
+    b.set_drained(false);
+    api.control.freeze();
+    let r = api.handle(req(Method::HEAD, "/readyz", "")).await;
+    assert_eq!(r.status, 503);
+    assert!(body(&r)["reason"].as_str().is_some_and(|s| s.contains("shutting down")));
+}
+
+#[tokio::test]
+async fn the_status_page_is_public_and_its_data_is_not() {
+    let api = api(Some("s3cret"));
+    for path in ["/", "/ui", "/ui/", "/ui/app.js", "/ui/app.css"] {
+        let r = api.handle(req(Method::GET, path, "")).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!r.body.is_empty(), "{path}");
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "Content-Security-Policy" && v.contains("default-src 'none'")));
+    }
+    let page = api.handle(req(Method::GET, "/", "")).await;
+    assert!(page.content_type.starts_with("text/html"));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("/ui/app.js") && html.contains("/ui/app.css"));
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let target = &html[i + attr.len()..];
+            assert!(target.starts_with("/ui/"), "external resource: {target:.40}");
+        }
+    }
+    assert_eq!(api.handle(req(Method::GET, "/ui/nope.js", "")).await.status, 401);
+    assert_eq!(api.handle(req(Method::GET, "/metrics", "")).await.status, 401);
 }
 
 #[tokio::test]
