@@ -259,7 +259,10 @@
     c.drainBadge = el("span", { class: "badge drain" }, "DRAINING");
     c.drainBadge.hidden = true;
     c.since = el("span", { class: "since" });
-    c.health.append(c.badge, " ", c.drainBadge, c.since);
+    // One child per cell: on a phone each cell is a two-column grid (label, value).
+    const hwrap = el("div");
+    hwrap.append(c.badge, " ", c.drainBadge, c.since);
+    c.health.appendChild(hwrap);
     c.inflight = cell("In flight", "num inflight");
     c.rps = cell("Req/s", "num rps");
     c.eps = cell("Err/s", "num eps");
@@ -281,7 +284,9 @@
     c.weightButton.addEventListener("click", () => setWeight(url, c));
     c.effective = el("span", { class: "since effective" });
     wrap.append(c.weightInput, c.weightButton);
-    w.append(wrap, c.effective);
+    const wcell = el("div");
+    wcell.append(wrap, c.effective);
+    w.appendChild(wcell);
 
     const s = cell("Req/s, 60 s", "spark-cell");
     c.svg = document.createElementNS(SVG, "svg");
@@ -372,7 +377,7 @@
     c.badge.className = "badge health " + (["up", "down", "pending"].includes(health) ? health : "pending");
     c.drainBadge.hidden = !draining;
     const reason = b.last_change_reason ? " · " + b.last_change_reason : "";
-    c.since.textContent = (b.last_change ? "since " + fmtAgo(b.last_change) : "") + reason;
+    c.since.textContent = (b.last_change ? "changed " + fmtAgo(b.last_change) : "") + reason;
     c.health.title = (b.last_change ? "last change " + new Date(b.last_change * 1000).toLocaleString() : "")
       + reason;
     c.inflight.textContent = String(Number(b.current_connections) || 0);
