@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# need [PACKAGE...]: the build's dependencies, plus the given Debian packages (each named
+# after the command it provides).
 need() {
   local missing=()
   command -v cargo >/dev/null 2>&1 || {
@@ -13,9 +15,13 @@ need() {
   }
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  local pkg
+  for pkg in "$@"; do
+    command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "quickstart: installing ${missing[*]} (needed to build Pingora's C dependencies)"
+    echo "quickstart: installing ${missing[*]} (the build's C dependencies; chromium for the status page test)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -42,7 +48,7 @@ HELP
     exec ./target/debug/portico --demo -c conf/portico.yaml
     ;;
   test)
-    need
+    need chromium
     exec cargo test --locked
     ;;
   *)

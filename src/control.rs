@@ -227,7 +227,11 @@ impl Control {
             this.persist(this.specs_with(|v| v.push(spec.clone())))
                 .await?;
             this.balancer.add_backend(backend.clone())?;
-            info!("backend {} added (weight {})", backend.name, backend.weight());
+            info!(
+                "backend {} added (weight {})",
+                backend.name,
+                backend.weight()
+            );
             Ok(backend)
         })
         .await?;
@@ -310,8 +314,10 @@ impl Control {
                     s.drained = d;
                 }
             };
-            this.persist(this.specs_with(|v| v.iter_mut().filter(|s| s.url == url).for_each(apply)))
-                .await?;
+            this.persist(
+                this.specs_with(|v| v.iter_mut().filter(|s| s.url == url).for_each(apply)),
+            )
+            .await?;
             let before = backend.spec();
             let mut after = before.clone();
             apply(&mut after);
@@ -330,7 +336,10 @@ impl Control {
                     backend.name,
                     backend.in_flight()
                 ),
-                (true, false) => info!("backend {} enabled (takes new requests again)", backend.name),
+                (true, false) => info!(
+                    "backend {} enabled (takes new requests again)",
+                    backend.name
+                ),
                 _ => {}
             }
             Ok(backend)
@@ -456,7 +465,10 @@ mod tests {
         assert_eq!(c.resync_from_store().await.expect("resynced"), 3);
         assert_eq!(pool(&c), stored);
         let same = c.balancer().find(&stored[0].url).expect("present");
-        assert!(Arc::ptr_eq(&kept, &same), "a reweighed backend was replaced");
+        assert!(
+            Arc::ptr_eq(&kept, &same),
+            "a reweighed backend was replaced"
+        );
         assert_eq!(c.resync_from_store().await.expect("resynced"), 0);
     }
 

@@ -60,7 +60,9 @@ async fn a_new_weight_changes_the_share_at_once() {
     // Whole cycles of 1 + 3 picks: exact shares from the first request after the answer.
     traffic(&gw, 40).await;
     assert_eq!((a.requests(), b.requests()), (5 + 10, 5 + 30));
-    assert!(gw.log().contains(&format!("backend {} weight 1 -> 3", b.url())));
+    assert!(gw
+        .log()
+        .contains(&format!("backend {} weight 1 -> 3", b.url())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,10 +99,17 @@ async fn a_drained_backend_finishes_its_requests_gets_no_new_one_and_is_still_pr
 
     let a_before = a.requests();
     traffic(&gw, 20).await;
-    assert_eq!(a.requests(), a_before, "a drained backend got a new request");
+    assert_eq!(
+        a.requests(),
+        a_before,
+        "a drained backend got a new request"
+    );
     for s in slow {
         let status = s.await.expect("task").expect("slow request");
-        assert_eq!(status, 200, "a request in flight on the drained backend failed");
+        assert_eq!(
+            status, 200,
+            "a request in flight on the drained backend failed"
+        );
     }
 
     // Still probed: its health follows the origin while drained.
@@ -156,21 +165,28 @@ async fn weight_and_drain_survive_a_restart_with_the_state_file() {
 
     let gw = builder.start().await;
     let a_entry = gw.backend(&a.url()).await.expect("a after restart");
-    assert_eq!((&a_entry["weight"], &a_entry["draining"]), (&json!(5), &json!(true)));
+    assert_eq!(
+        (&a_entry["weight"], &a_entry["draining"]),
+        (&json!(5), &json!(true))
+    );
     let b_entry = gw.backend(&b.url()).await.expect("b after restart");
-    assert_eq!((&b_entry["weight"], &b_entry["draining"]), (&json!(2), &json!(false)));
+    assert_eq!(
+        (&b_entry["weight"], &b_entry["draining"]),
+        (&json!(2), &json!(false))
+    );
     let a_before = a.requests();
     traffic(&gw, 10).await;
-    assert_eq!(a.requests(), a_before, "drained before the restart, served after it");
+    assert_eq!(
+        a.requests(),
+        a_before,
+        "drained before the restart, served after it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_patches_are_refused_and_change_nothing() {
     let a = Origin::start("a").await;
-    let gw = GatewayBuilder::default()
-        .weighted(a.url(), 2)
-        .start()
-        .await;
+    let gw = GatewayBuilder::default().weighted(a.url(), 2).start().await;
     let absent = format!("http://127.0.0.1:{}", free_port());
     for (body, want, needle) in [
         (json!({"url": a.url()}), 400, "nothing to change"),
@@ -178,15 +194,26 @@ async fn bad_patches_are_refused_and_change_nothing() {
         (json!({"url": a.url(), "weight": 100000}), 400, "weight"),
         (json!({"url": a.url(), "weight": "3"}), 400, "invalid JSON"),
         (json!({"url": a.url(), "state": "paused"}), 400, "state"),
-        (json!({"url": a.url(), "draining": true}), 400, "unknown field"),
+        (
+            json!({"url": a.url(), "draining": true}),
+            400,
+            "unknown field",
+        ),
         (json!({"url": "ftp://x:1", "weight": 3}), 400, "ftp"),
         (json!({"weight": 3}), 400, "url"),
-        (json!({"url": absent, "state": "drain"}), 404, "not in the pool"),
+        (
+            json!({"url": absent, "state": "drain"}),
+            404,
+            "not in the pool",
+        ),
     ] {
         let (status, v) = patch(&gw, body.clone()).await;
         assert_eq!(status.as_u16(), want, "{body}: {v}");
         let msg = v["error"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{body}: {msg:?} does not mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{body}: {msg:?} does not mention {needle:?}"
+        );
     }
     let resp = client()
         .patch(gw.admin("/backends"))
@@ -197,7 +224,10 @@ async fn bad_patches_are_refused_and_change_nothing() {
         .expect("PATCH");
     assert_eq!(resp.status(), 415);
     let entry = gw.backend(&a.url()).await.expect("listed");
-    assert_eq!((&entry["weight"], &entry["draining"]), (&json!(2), &json!(false)));
+    assert_eq!(
+        (&entry["weight"], &entry["draining"]),
+        (&json!(2), &json!(false))
+    );
 }
 
 /// One HTTP/1.1 exchange on an open connection: the status code and the body.
@@ -237,9 +267,16 @@ const READYZ: &str = "GET /readyz HTTP/1.1\r\nHost: admin\r\n\r\n";
 async fn readyz_follows_the_backends() {
     let mut a = Origin::start("a").await;
     let gw = GatewayBuilder::default().backend(a.url()).start().await;
-    let ready = client().get(gw.admin("/readyz")).send().await.expect("readyz");
+    let ready = client()
+        .get(gw.admin("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<Value>().await.expect("JSON")["status"], "ready");
+    assert_eq!(
+        ready.json::<Value>().await.expect("JSON")["status"],
+        "ready"
+    );
 
     let port = a.addr.port();
     a.stop();
@@ -262,12 +299,20 @@ async fn readyz_follows_the_backends() {
         .expect("JSON");
     assert_eq!(body["reason"], "no backend is alive");
     // `/healthz` is liveness: the gateway itself is fine.
-    let live = client().get(gw.admin("/healthz")).send().await.expect("healthz");
+    let live = client()
+        .get(gw.admin("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(live.status(), 200);
 
     let a = Origin::start_on("a", port).await;
     assert!(gw.wait_alive(&a.url(), true, DEADLINE).await);
-    let ready = client().get(gw.admin("/readyz")).send().await.expect("readyz");
+    let ready = client()
+        .get(gw.admin("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 200);
 }
 
@@ -300,7 +345,11 @@ async fn readyz_is_503_during_the_sigterm_drain() {
     })
     .await;
     assert!(shutting_down, "no shutdown in the log:\n{}", gw.log());
-    assert_eq!(origin.in_progress(), 1, "the slow request is no longer in flight");
+    assert_eq!(
+        origin.in_progress(),
+        1,
+        "the slow request is no longer in flight"
+    );
 
     let (status, body) = exchange(&mut admin, READYZ).await;
     assert_eq!(status, 503, "{body}");
@@ -331,7 +380,15 @@ async fn head_answers_carry_the_get_headers_and_no_body() {
             .bearer_auth("t0ken")
             .send()
     };
-    for path in ["/", "/ui", "/ui/app.js", "/ui/app.css", "/healthz", "/nope", "/metrics"] {
+    for path in [
+        "/",
+        "/ui",
+        "/ui/app.js",
+        "/ui/app.css",
+        "/healthz",
+        "/nope",
+        "/metrics",
+    ] {
         let head = send(Method::HEAD, path).await.expect("HEAD");
         let (status, headers) = (head.status(), head.headers().clone());
         assert!(head.bytes().await.expect("HEAD body").is_empty(), "{path}");
@@ -353,11 +410,7 @@ async fn head_answers_carry_the_get_headers_and_no_body() {
         }
     }
     // Refusals too: 401 without the token, with its `WWW-Authenticate`.
-    let head = http
-        .head(gw.admin("/status"))
-        .send()
-        .await
-        .expect("HEAD");
+    let head = http.head(gw.admin("/status")).send().await.expect("HEAD");
     assert_eq!(head.status(), 401);
     assert!(head.headers().contains_key("www-authenticate"));
     assert!(head.headers()["content-length"] != "0");

@@ -261,7 +261,8 @@ impl Cdp {
     /// the page is still loading, counts as not yet).
     async fn wait_for(&mut self, expr: &str, deadline: Duration) -> bool {
         let start = Instant::now();
-        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (_) {{ return false; }} }})()");
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (_) {{ return false; }} }})()");
         loop {
             if self.eval(&guarded).await == json!(true) {
                 return true;
@@ -428,7 +429,10 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
     for url in [a.url(), c.url()] {
         let shown = rows(&mut page).await;
         let row = row_of(&shown, &url).expect("row");
-        assert_eq!((row["health"].clone(), row["draining"].clone()), (json!("UP"), json!(false)));
+        assert_eq!(
+            (row["health"].clone(), row["draining"].clone()),
+            (json!("UP"), json!(false))
+        );
     }
 
     assert!(
@@ -440,7 +444,8 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
         )
         .await,
         "no traffic shown: {}",
-        page.eval("document.getElementById('t-rps').textContent").await
+        page.eval("document.getElementById('t-rps').textContent")
+            .await
     );
     let shot = page.screenshot("status-page.png").await;
     eprintln!("screenshot: {}", shot.display());

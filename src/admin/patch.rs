@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::routes::{backend_json, control_error, json_body, AdminApi, AdminRequest, AdminResponse};
+use super::routes::{
+    backend_json, control_error, json_body, AdminApi, AdminRequest, AdminResponse,
+};
 use crate::config::{BackendSpec, BackendUrl};
 use crate::control::BackendChange;
 
@@ -40,7 +42,10 @@ impl AdminApi {
             Ok(u) => u,
             Err(e) => return AdminResponse::error(400, e),
         };
-        let weight = match parsed.weight.map(|w| BackendSpec::check_weight("weight", w)) {
+        let weight = match parsed
+            .weight
+            .map(|w| BackendSpec::check_weight("weight", w))
+        {
             None => None,
             Some(Ok(w)) => Some(w),
             Some(Err(e)) => return AdminResponse::error(400, e),

@@ -179,7 +179,9 @@ async fn patch_changes_weight_and_drain_state_in_place() {
     assert_eq!(status["backends"][0]["weight"], 7);
     assert_eq!(status["active_backends"], 0);
     let r = api
-        .handle(patch(r#"{"url": "http://127.0.0.1:9", "state": "enabled"}"#))
+        .handle(patch(
+            r#"{"url": "http://127.0.0.1:9", "state": "enabled"}"#,
+        ))
         .await;
     assert_eq!(body(&r)["draining"], false);
     for (bad, status) in [
@@ -194,7 +196,12 @@ async fn patch_changes_weight_and_drain_state_in_place() {
         (r#"{"url": "http://127.0.0.1:10", "weight": 2}"#, 404),
     ] {
         let r = api.handle(patch(bad)).await;
-        assert_eq!(r.status, status, "{bad}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            status,
+            "{bad}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(body(&r)["error"].is_string(), "{bad}");
     }
     let b = api.control.balancer().snapshot().backends[0].clone();
@@ -216,7 +223,9 @@ async fn readyz_needs_a_ready_backend_and_an_unfrozen_control() {
     api.control.freeze();
     let r = api.handle(req(Method::HEAD, "/readyz", "")).await;
     assert_eq!(r.status, 503);
-    assert!(body(&r)["reason"].as_str().is_some_and(|s| s.contains("shutting down")));
+    assert!(body(&r)["reason"]
+        .as_str()
+        .is_some_and(|s| s.contains("shutting down")));
 }
 
 #[tokio::test]
@@ -238,11 +247,20 @@ async fn the_status_page_is_public_and_its_data_is_not() {
     for attr in ["src=\"", "href=\""] {
         for (i, _) in html.match_indices(attr) {
             let target = &html[i + attr.len()..];
-            assert!(target.starts_with("/ui/"), "external resource: {target:.40}");
+            assert!(
+                target.starts_with("/ui/"),
+                "external resource: {target:.40}"
+            );
         }
     }
-    assert_eq!(api.handle(req(Method::GET, "/ui/nope.js", "")).await.status, 401);
-    assert_eq!(api.handle(req(Method::GET, "/metrics", "")).await.status, 401);
+    assert_eq!(
+        api.handle(req(Method::GET, "/ui/nope.js", "")).await.status,
+        401
+    );
+    assert_eq!(
+        api.handle(req(Method::GET, "/metrics", "")).await.status,
+        401
+    );
 }
 
 #[tokio::test]
