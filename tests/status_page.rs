@@ -447,6 +447,61 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
         page.eval("document.getElementById('t-rps').textContent")
             .await
     );
+
+    // No layout shift while the numbers change: every cell keeps its box across updates.
+    let geometry = "JSON.stringify([...document.querySelectorAll('#rows tr, #t-rps')].map(e => \
+        [e, ...(e.cells || [])].map(c => { const r = c.getBoundingClientRect(); \
+        return [r.left, r.top, r.width, r.height].map(Math.round); })))";
+    let before = page.eval(geometry).await;
+    let rps_before = page
+        .eval("document.querySelector('#rows tr').cells[3].textContent")
+        .await;
+    for _ in 0..2 {
+        let stamp = page
+            .eval("document.getElementById('conn').textContent")
+            .await;
+        let next = format!("document.getElementById('conn').textContent !== {stamp}");
+        assert!(
+            page.wait_for(&next, Duration::from_secs(5)).await,
+            "the page stopped polling"
+        );
+    }
+    assert_eq!(
+        page.eval(geometry).await,
+        before,
+        "the layout moved between updates"
+    );
+    eprintln!(
+        "first row req/s {rps_before} -> {}",
+        page.eval("document.querySelector('#rows tr').cells[3].textContent")
+            .await
+    );
+
+    // Latency quantiles come from the per-backend histogram when the gateway exports one.
+    let metrics = client()
+        .get(gw.admin("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let p50 = format!(
+        "document.querySelector('#rows tr[data-url=\"{}\"] .p50').textContent",
+        a.url()
+    );
+    if metrics.contains("portico_backend_request_duration_seconds_bucket{") {
+        let timed = format!("/\\d/.test({p50})");
+        assert!(
+            page.wait_for(&timed, Duration::from_secs(5)).await,
+            "no p50 shown for a backend with traffic: {}",
+            page.eval(&p50).await
+        );
+    } else {
+        assert_eq!(page.eval(&p50).await, "-");
+    }
+
     let shot = page.screenshot("status-page.png").await;
     eprintln!("screenshot: {}", shot.display());
 
