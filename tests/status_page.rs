@@ -1,7 +1,8 @@
 //! The status page (`GET /` on the admin listener) in a real browser: headless Chromium,
 //! driven over the DevTools protocol, loads the page from a running gateway with a token set,
 //! is given the token by keyboard, shows every backend with its health, shows a killed
-//! backend DOWN within 3 s, drains it with its Drain button, and fits a phone's width.
+//! backend DOWN within 3 s, drains it with its Drain button, sets a weight, adds and removes a
+//! backend, keeps its layout still while numbers change, and fits a phone's width.
 //! Screenshots go to `target/status-page.png` and `target/status-page-mobile.png`.
 //!
 //! Needs Chromium (Debian package `chromium`; `.ci/run` and `quickstart.sh` install it), or
@@ -292,6 +293,15 @@ fn row_of<'a>(rows: &'a [Value], url: &str) -> Option<&'a Value> {
     rows.iter().find(|r| r["url"] == url)
 }
 
+/// The `/status` entry of `url`, with the token.
+async fn entry(gw: &Gateway, url: &str) -> Option<Value> {
+    status(gw).await["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["url"] == url)
+        .cloned()
+}
+
 /// `/status` with the token.
 async fn status(gw: &Gateway) -> Value {
     client()
@@ -402,9 +412,8 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
     page.click(&format!("#rows tr[data-url=\"{b_url}\"] .drain-button"))
         .await;
     let drained = eventually(Duration::from_secs(5), || async {
-        status(&gw).await["backends"]
-            .as_array()
-            .and_then(|l| l.iter().find(|x| x["url"] == b_url))
+        entry(&gw, &b_url)
+            .await
             .is_some_and(|x| x["draining"] == true)
     })
     .await;
@@ -447,6 +456,67 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
         page.eval("document.getElementById('t-rps').textContent")
             .await
     );
+
+    // A new weight, typed into the row's field and sent with Enter.
+    let a_row = format!("#rows tr[data-url=\"{}\"]", a.url());
+    page.eval(&format!(
+        "document.querySelector('{a_row} .weight input').select()"
+    ))
+    .await;
+    page.call("Input.insertText", json!({"text": "3"})).await;
+    page.press("Enter", 13).await;
+    let reweighed = eventually(Duration::from_secs(5), || async {
+        entry(&gw, &a.url()).await.is_some_and(|e| e["weight"] == 3)
+    })
+    .await;
+    assert!(
+        reweighed,
+        "weight not set: {:?}",
+        entry(&gw, &a.url()).await
+    );
+
+    // The add form, by keyboard: URL, weight, Enter.
+    let d = Origin::start("d").await;
+    page.eval("document.getElementById('add-url').focus()")
+        .await;
+    page.call("Input.insertText", json!({"text": d.url()}))
+        .await;
+    page.eval("document.getElementById('add-weight').select()")
+        .await;
+    page.call("Input.insertText", json!({"text": "2"})).await;
+    page.press("Enter", 13).await;
+    let added = eventually(Duration::from_secs(5), || async {
+        entry(&gw, &d.url()).await.is_some_and(|e| e["weight"] == 2)
+    })
+    .await;
+    assert!(
+        added,
+        "not added; page says {:?}",
+        page.eval("document.getElementById('message').textContent")
+            .await
+    );
+    let d_row = format!("#rows tr[data-url=\"{}\"]", d.url());
+    let d_up = format!("document.querySelector('{d_row} .badge.health').textContent === 'UP'");
+    assert!(
+        page.wait_for(&d_up, Duration::from_secs(5)).await,
+        "added backend not shown UP: {:?}",
+        rows(&mut page).await
+    );
+
+    // Remove takes two presses (no blocking dialog).
+    page.click(&format!("{d_row} .remove-button")).await;
+    assert!(
+        entry(&gw, &d.url()).await.is_some(),
+        "removed on the first press"
+    );
+    page.click(&format!("{d_row} .remove-button")).await;
+    let removed = eventually(Duration::from_secs(5), || async {
+        entry(&gw, &d.url()).await.is_none()
+    })
+    .await;
+    assert!(removed, "the second press did not remove {}", d.url());
+    let gone = format!("!document.querySelector('{d_row}')");
+    assert!(page.wait_for(&gone, Duration::from_secs(5)).await);
 
     // No layout shift while the numbers change: every cell keeps its box across updates.
     let geometry = "JSON.stringify([...document.querySelectorAll('#rows tr, #t-rps')].map(e => \
