@@ -82,9 +82,10 @@ impl Control {
     }
 
     /// Refuses further changes (the listeners are moving to a new process, which has already
-    /// loaded the stored pool). A change already past its checks still completes.
-    pub fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
+    /// loaded the stored pool). A change already past its checks still completes. Returns
+    /// whether this call froze it (false when it already was).
+    pub fn freeze(&self) -> bool {
+        !self.frozen.swap(true, Ordering::SeqCst)
     }
 
     /// Whether [`Control::freeze`] was called: the process is handing over to a new one or

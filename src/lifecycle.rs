@@ -74,14 +74,21 @@ impl Lifecycle {
                     if !HANDING_OVER.swap(true, Ordering::Relaxed) {
                         info!("handing the listening sockets over; closing keep-alive connections");
                     }
-                    self.control.freeze();
+                    self.freeze("handing over to the new process");
                 }
                 Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
-                    self.control.freeze();
+                    self.freeze("shutting down");
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+
+    /// Freezes the pool's write side, logging it once.
+    fn freeze(&self, why: &str) {
+        if self.control.freeze() {
+            info!("{why}: admin changes refused and /readyz answers 503 from now on");
         }
     }
 
@@ -116,7 +123,7 @@ impl BackgroundService for Lifecycle {
                 return;
             }
         }
-        self.control.freeze();
+        self.freeze("shutting down");
         self.drained().await;
         info!("all in-flight requests finished; exiting");
         remove_own_pid_file(&self.pid_file);

@@ -341,7 +341,8 @@ async fn readyz_is_503_during_the_sigterm_drain() {
     );
     gw.signal(Signal::SIGTERM);
     let shutting_down = eventually(DEADLINE, || async {
-        gw.log().contains("Graceful shutdown started")
+        gw.log()
+            .contains("shutting down: admin changes refused and /readyz answers 503")
     })
     .await;
     assert!(shutting_down, "no shutdown in the log:\n{}", gw.log());
@@ -360,6 +361,45 @@ async fn readyz_is_503_during_the_sigterm_drain() {
     let exit = gw.wait_exit(Duration::from_secs(20)).await;
     assert!(exit.is_some_and(|s| s.success()), "exit {exit:?}");
     assert_eq!(origin.state.completed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_in_the_old_process_of_an_upgrade_and_200_in_the_new_one() {
+    let origin = Origin::start("a").await;
+    let mut old = GatewayBuilder::default()
+        .backend(origin.url())
+        .start()
+        .await;
+    let mut to_old = TcpStream::connect(("127.0.0.1", old.admin_port))
+        .await
+        .expect("admin connection");
+    assert_eq!(exchange(&mut to_old, READYZ).await.0, 200);
+
+    let new = old.upgrade().await;
+    let frozen = eventually(DEADLINE, || async {
+        old.log()
+            .contains("handing over to the new process: admin changes refused")
+    })
+    .await;
+    assert!(
+        frozen,
+        "the old process did not freeze; log:\n{}",
+        old.log()
+    );
+    let (status, body) = exchange(&mut to_old, READYZ).await;
+    assert_eq!(status, 503, "the old process still says ready: {body}");
+    assert!(body.contains("handing over"), "{body}");
+    let ready = eventually(DEADLINE, || async {
+        client()
+            .get(new.admin("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "the new process is not ready; log:\n{}", new.log());
+    let exit = old.wait_exit(Duration::from_secs(30)).await;
+    assert!(exit.is_some_and(|s| s.success()), "old exit {exit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
