@@ -5,6 +5,8 @@
 
 (function () {
   const POLL_MS = 1000;
+  /** While the tab is hidden the page polls less often; it catches up when shown again. */
+  const HIDDEN_POLL_MS = 10000;
   const REQUEST_TIMEOUT_MS = 3000;
   /** Samples kept per backend for the sparkline (one per poll: about a minute). */
   const SPARK_POINTS = 60;
@@ -124,9 +126,13 @@
       setConn("update failed (" + e.message + "), retrying…", true);
     } finally {
       polling = false;
-      if (!tokenNeeded) timer = setTimeout(poll, POLL_MS);
+      if (!tokenNeeded) timer = setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
     }
   }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && !tokenNeeded) pollNow();
+  });
 
   // ---- Prometheus text -----------------------------------------------------------------
 
