@@ -34,6 +34,16 @@ pub enum ControlError {
     Frozen,
 }
 
+/// A runtime change to a backend that stays in the pool (`PATCH /backends`); `None` leaves
+/// that property as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendChange {
+    /// The new weight (already validated).
+    pub weight: Option<u32>,
+    /// `Some(true)` drains the backend, `Some(false)` takes it back into service.
+    pub drained: Option<bool>,
+}
+
 /// The write side of the pool. Changes are serialised; each one is stored durably (when a
 /// store is configured) before it is applied, and is acknowledged only once both are done.
 /// A change that has started runs to completion even if its caller goes away, so the store
@@ -264,19 +274,7 @@ impl Control {
         })
         .await
     }
-}
 
-/// A runtime change to a backend that stays in the pool (`PATCH /backends`); `None` leaves
-/// that property as it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackendChange {
-    /// The new weight (already validated).
-    pub weight: Option<u32>,
-    /// `Some(true)` drains the backend, `Some(false)` takes it back into service.
-    pub drained: Option<bool>,
-}
-
-impl Control {
     /// Changes a backend in place: stored, then applied, then the strategy's plan is rebuilt
     /// (off the request path) so that a new weight or drain state counts from the next pick.
     /// A drained backend keeps being probed and keeps its requests in flight; it gets no new

@@ -13,6 +13,8 @@ use crate::config::{BackendSpec, BackendUrl};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
 
+use super::ui;
+
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -92,7 +94,7 @@ impl AdminApi {
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
         let public = is_read(&req.method)
-            && (matches!(path, "/healthz" | "/readyz") || super::ui::asset(path).is_some());
+            && (matches!(path, "/healthz" | "/readyz") || ui::file(path).is_some());
         if !public && !self.authorized(&req) {
             let mut r = AdminResponse::error(401, "missing or wrong bearer token");
             r.www_authenticate = true;
@@ -110,13 +112,14 @@ impl AdminApi {
             ("/backends", &Method::POST) => self.add(&req).await,
             ("/backends", &Method::PATCH) => self.patch(&req).await,
             ("/backends", &Method::DELETE) => self.remove(&req).await,
-            (p, m) if is_read(m) && super::ui::asset(p).is_some() => {
-                super::ui::asset(p).unwrap_or_else(|| AdminResponse::error(404, "no such file"))
-            }
+            (p, m) if is_read(m) => match ui::file(p) {
+                Some(file) => ui::serve(file),
+                None => no_such_endpoint(&req.path),
+            },
             ("/healthz" | "/readyz" | "/status" | "/metrics", _) => not_allowed("GET, HEAD"),
             ("/backends", _) => not_allowed("GET, HEAD, POST, PATCH, DELETE"),
-            (p, _) if super::ui::asset(p).is_some() => not_allowed("GET, HEAD"),
-            _ => AdminResponse::error(404, format!("no such endpoint: {}", req.path)),
+            (p, _) if ui::file(p).is_some() => not_allowed("GET, HEAD"),
+            _ => no_such_endpoint(&req.path),
         }
     }
 
@@ -251,6 +254,10 @@ impl AdminApi {
             Err(e) => control_error(e),
         }
     }
+}
+
+fn no_such_endpoint(path: &str) -> AdminResponse {
+    AdminResponse::error(404, format!("no such endpoint: {path}"))
 }
 
 fn is_read(m: &Method) -> bool {

@@ -20,16 +20,22 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("X-Frame-Options", "DENY"),
 ];
 
-/// The file served at `path` (already stripped of a trailing slash), if it is one of the
-/// page's.
-pub fn asset(path: &str) -> Option<AdminResponse> {
-    let (content_type, text) = match path {
-        "/" | "/ui" | "/ui/index.html" => ("text/html; charset=utf-8", INDEX),
-        "/ui/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
-        "/ui/app.css" => ("text/css; charset=utf-8", STYLE),
-        _ => return None,
-    };
+/// One of the page's files: its content type and text.
+pub type File = (&'static str, &'static str);
+
+/// The page's file at `path` (already stripped of a trailing slash), if it is one.
+pub fn file(path: &str) -> Option<File> {
+    match path {
+        "/" | "/ui" | "/ui/index.html" => Some(("text/html; charset=utf-8", INDEX)),
+        "/ui/app.js" => Some(("text/javascript; charset=utf-8", SCRIPT)),
+        "/ui/app.css" => Some(("text/css; charset=utf-8", STYLE)),
+        _ => None,
+    }
+}
+
+/// The answer serving `file`, with the page's security headers.
+pub fn serve((content_type, text): File) -> AdminResponse {
     let mut r = AdminResponse::content(content_type, text.as_bytes().to_vec());
     r.headers = SECURITY_HEADERS;
-    Some(r)
+    r
 }
