@@ -3,7 +3,8 @@
 //! is given the token by keyboard, shows every backend with its health, shows a killed
 //! backend DOWN within 3 s, drains it with its Drain button, sets a weight, adds and removes a
 //! backend, keeps its layout still while numbers change, and fits a phone's width.
-//! Screenshots go to `target/status-page.png` and `target/status-page-mobile.png`.
+//! Screenshots go to `target/status-page.png`, `target/status-page-mobile.png` and
+//! `target/status-page-dark.png`.
 //!
 //! Needs Chromium (Debian package `chromium`; `.ci/run` and `quickstart.sh` install it), or
 //! its path in `CHROMIUM`.
@@ -588,6 +589,15 @@ async fn status_page_shows_health_live_and_drains_with_its_button() {
         page.eval("window.innerWidth").await
     );
     let shot = page.screenshot("status-page-mobile.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    // And in a dark colour scheme, for people to look at.
+    page.viewport(1280, 900, false).await;
+    page.call(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    )
+    .await;
+    let shot = page.screenshot("status-page-dark.png").await;
     eprintln!("screenshot: {}", shot.display());
     traffic.abort();
 }
