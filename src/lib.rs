@@ -12,6 +12,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod peer;
 pub mod pool;
 pub mod proxy;
 pub mod store;
@@ -157,6 +158,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         access_log: conf.access_log,
         connect_timeout: conf.timeouts.connect,
         read_timeout: conf.timeouts.read,
+        websocket_idle: conf.timeouts.websocket_idle,
         sticky_cookie: conf.sticky_cookie.clone(),
         tls,
     };
@@ -165,6 +167,13 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
         "proxy",
     );
+    // gRPC clients speak HTTP/2 with prior knowledge (h2c): Pingora peeks at the connection
+    // preface and serves HTTP/1.1 and HTTP/2 on the same port.
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     proxy.add_tcp(&conf.listen.to_string());
     server.add_service(proxy).add_dependency(&boot);
 

@@ -41,6 +41,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
+    pub websocket_idle: Duration,
     pub sticky_cookie: String,
     /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
     pub tls: bool,
@@ -95,6 +97,12 @@ impl ProxyHttp for Proxy {
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
     /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
     /// During a graceful upgrade's hand-over the client connection is not kept alive.
+    ///
+    /// Each HTTP/2 stream (each gRPC call) is one request here, so balancing and the lease are
+    /// per call. A WebSocket upgrade keeps its lease, and so counts in `current_connections`,
+    /// until the upgraded connection ends (Pingora runs the whole tunnel inside this request);
+    /// it waits `timeouts.websocket_idle` instead of `timeouts.read` on both sides, and goes to
+    /// the backend over HTTP/1.1 (Pingora does not speak WebSockets over HTTP/2, RFC 8441).
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -124,7 +132,12 @@ impl ProxyHttp for Proxy {
         };
         let backend = lease.backend();
         ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
-        let peer = backend.peer();
+        let mut peer = backend.peer();
+        if is_websocket(session.req_header()) {
+            peer.options.read_timeout = Some(self.settings.websocket_idle);
+            peer.options.set_http_version(1, 1);
+            session.set_read_timeout(Some(self.settings.websocket_idle));
+        }
         ctx.lease = Some(lease);
         Ok(peer)
     }
@@ -305,6 +318,19 @@ impl ProxyHttp for Proxy {
     }
 }
 
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1): the only upgrade
+/// Pingora's upstream request policy forwards.
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -471,6 +497,14 @@ mod tests {
             ("Connection", "X-Secret")
         ]));
         assert!(needs(&[("Proxy-Connection", "keep-alive")]));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_count_as_websockets() {
+        assert!(is_websocket(&request(&[("Upgrade", "websocket")])));
+        assert!(is_websocket(&request(&[("Upgrade", "foo, WebSocket")])));
+        assert!(!is_websocket(&request(&[("Upgrade", "h2c")])));
+        assert!(!is_websocket(&request(&[])));
     }
 
     #[test]

@@ -195,6 +195,7 @@ mod tests {
             timeout,
             rise: 1,
             fall: 1,
+            grpc: false,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! [`checker`], one probe in [`probe`]; the proxy feeds it too when a connection is refused.
 
 pub mod checker;
+pub mod grpc;
 pub mod probe;
 
 pub use checker::HealthChecker;
