@@ -1,0 +1,517 @@
+//! gRPC through Portico: h2c clients and h2c backends (real tonic peers), calls balanced per
+//! HTTP/2 stream, server streaming, statuses and trailers as the backend sent them, the gRPC
+//! health check; and HTTP/1.1 and h2c requests on the same listener.
+
+mod support;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tonic::codegen::{http, Body, BoxFuture, StdError};
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Request, Response, Status};
+use tonic_health::ServingStatus;
+
+use support::{client, eventually, local_listener, Gateway, GatewayBuilder, Origin};
+
+/// The request of the test service `test.Echo` (declared by hand: no protoc).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoRequest {
+    #[prost(string, tag = "1")]
+    message: String,
+    /// Non-zero: end the call with this gRPC status code, with `message` as its message.
+    #[prost(int32, tag = "2")]
+    fail_code: i32,
+    /// `Stream`: how many replies before the end.
+    #[prost(uint32, tag = "3")]
+    count: u32,
+    /// Wait until the origin is released before answering.
+    #[prost(bool, tag = "4")]
+    hold: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoReply {
+    #[prost(string, tag = "1")]
+    message: String,
+    /// The origin that answered.
+    #[prost(string, tag = "2")]
+    server: String,
+    #[prost(uint32, tag = "3")]
+    seq: u32,
+}
+
+/// `test.Echo`: `Say` (unary) and `Stream` (server streaming), written as tonic's codegen
+/// would write them.
+#[derive(Clone)]
+struct EchoService {
+    name: Arc<str>,
+    calls: Arc<AtomicU64>,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl EchoService {
+    async fn wait_if_held(&self, req: &EchoRequest) {
+        if req.hold {
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+    }
+
+    fn failure(&self, req: &EchoRequest) -> Status {
+        let mut status = Status::new(Code::from(req.fail_code), req.message.clone());
+        status
+            .metadata_mut()
+            .insert("x-failed-by", self.name.parse().expect("ascii name"));
+        status
+    }
+}
+
+impl tonic::server::NamedService for EchoService {
+    const NAME: &'static str = "test.Echo";
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for EchoService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        let codec = tonic_prost::ProstCodec::default;
+        match req.uri().path() {
+            "/test.Echo/Say" => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(codec());
+                Ok(grpc.unary(Say(this), req).await)
+            }),
+            "/test.Echo/Stream" => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(codec());
+                Ok(grpc.server_streaming(Streamer(this), req).await)
+            }),
+            _ => Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                response
+                    .headers_mut()
+                    .insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                Ok(response)
+            }),
+        }
+    }
+}
+
+struct Say(EchoService);
+
+impl tonic::server::UnaryService<EchoRequest> for Say {
+    type Response = EchoReply;
+    type Future = BoxFuture<Response<EchoReply>, Status>;
+
+    fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move {
+            let req = request.into_inner();
+            svc.wait_if_held(&req).await;
+            if req.fail_code != 0 {
+                return Err(svc.failure(&req));
+            }
+            Ok(Response::new(EchoReply {
+                message: req.message,
+                server: svc.name.to_string(),
+                seq: 0,
+            }))
+        })
+    }
+}
+
+struct Streamer(EchoService);
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+impl tonic::server::ServerStreamingService<EchoRequest> for Streamer {
+    type Response = EchoReply;
+    type ResponseStream = ReplyStream;
+    type Future = BoxFuture<Response<ReplyStream>, Status>;
+
+    fn call(&mut self, request: Request<EchoRequest>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move {
+            let req = request.into_inner();
+            let server = svc.name.to_string();
+            let message = req.message.clone();
+            let replies = (0..req.count).map(move |seq| {
+                Ok(EchoReply {
+                    message: format!("{message} #{seq}"),
+                    server: server.clone(),
+                    seq,
+                })
+            });
+            let end = (req.fail_code != 0).then(|| Err(svc.failure(&req)));
+            let stream: ReplyStream = Box::pin(futures_util::stream::iter(replies.chain(end)));
+            Ok(Response::new(stream))
+        })
+    }
+}
+
+/// A tonic server on its own port: `test.Echo` and `grpc.health.v1.Health` over h2c.
+struct GrpcOrigin {
+    name: String,
+    addr: std::net::SocketAddr,
+    calls: Arc<AtomicU64>,
+    health: tonic_health::server::HealthReporter,
+    release: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcOrigin {
+    async fn start(name: &str) -> GrpcOrigin {
+        let listener = local_listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let calls = Arc::new(AtomicU64::new(0));
+        let echo = EchoService {
+            name: name.into(),
+            calls: calls.clone(),
+            gate,
+        };
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            let next = l.accept().await.map(|(s, _)| s);
+            Some((next, l))
+        });
+        let task = tokio::spawn(async move {
+            let served = Server::builder()
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                eprintln!("gRPC origin stopped: {e}");
+            }
+        });
+        GrpcOrigin {
+            name: name.to_string(),
+            addr,
+            calls,
+            health,
+            release,
+            task,
+        }
+    }
+
+    /// The backend URL Portico is given.
+    fn url(&self) -> String {
+        format!("h2c://{}", self.addr)
+    }
+
+    /// `test.Echo` calls received (health checks not counted).
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn set_serving(&self, status: ServingStatus) {
+        self.health.set_service_status("", status).await;
+    }
+
+    /// Lets every held call answer.
+    fn release(&self) {
+        let _ = self.release.send(true);
+    }
+}
+
+impl Drop for GrpcOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A gateway over `origins` with gRPC health checks.
+async fn gateway(origins: &[&GrpcOrigin]) -> Gateway {
+    let mut b = GatewayBuilder {
+        health_path: None,
+        health_grpc: true,
+        ..GatewayBuilder::default()
+    };
+    for o in origins {
+        b = b.backend(o.url());
+    }
+    let gw = b.start().await;
+    for o in origins {
+        assert!(
+            gw.wait_alive(&o.url(), true, Duration::from_secs(10)).await,
+            "{} never passed its gRPC health check; log:\n{}",
+            o.name,
+            gw.log()
+        );
+    }
+    gw
+}
+
+/// One HTTP/2 connection (prior knowledge, as gRPC clients connect) to the gateway.
+async fn channel(gw: &Gateway) -> Channel {
+    Channel::from_shared(gw.url(""))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("h2c connection to the gateway")
+}
+
+fn path(method: &'static str) -> http::uri::PathAndQuery {
+    http::uri::PathAndQuery::from_static(method)
+}
+
+async fn say(ch: &Channel, req: EchoRequest) -> Result<Response<EchoReply>, Status> {
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(format!("channel not ready: {e}")))?;
+    grpc.unary(
+        Request::new(req),
+        path("/test.Echo/Say"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+}
+
+fn message(text: &str) -> EchoRequest {
+    EchoRequest {
+        message: text.into(),
+        ..EchoRequest::default()
+    }
+}
+
+/// Every reply and the status that ended the stream.
+async fn stream(ch: &Channel, req: EchoRequest) -> (Vec<EchoReply>, Result<(), Status>) {
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.expect("channel ready");
+    let response = grpc
+        .server_streaming(
+            Request::new(req),
+            path("/test.Echo/Stream"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let mut replies = Vec::new();
+    let mut stream = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (replies, Err(status)),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(reply)) => replies.push(reply),
+            Ok(None) => return (replies, Ok(())),
+            Err(status) => return (replies, Err(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unary_calls_on_one_connection_are_balanced_per_call() {
+    let (a, b) = (GrpcOrigin::start("a").await, GrpcOrigin::start("b").await);
+    let gw = gateway(&[&a, &b]).await;
+    let ch = channel(&gw).await;
+    let mut by_server = std::collections::HashMap::<String, u32>::new();
+    for i in 0..20 {
+        let text = format!("hello {i}");
+        let reply = say(&ch, message(&text))
+            .await
+            .unwrap_or_else(|s| panic!("call {i} failed: {s:?}; log:\n{}", gw.log()))
+            .into_inner();
+        assert_eq!(reply.message, text);
+        *by_server.entry(reply.server).or_default() += 1;
+    }
+    // Round-robin per call: one connection, yet both backends answer half the calls.
+    assert_eq!(by_server.get("a"), Some(&10), "{by_server:?}");
+    assert_eq!(by_server.get("b"), Some(&10), "{by_server:?}");
+    assert_eq!((a.calls(), b.calls()), (10, 10));
+}
+
+#[tokio::test]
+async fn concurrent_calls_count_as_streams_in_flight() {
+    let (a, b) = (GrpcOrigin::start("a").await, GrpcOrigin::start("b").await);
+    let gw = gateway(&[&a, &b]).await;
+    let ch = channel(&gw).await;
+    let held = EchoRequest {
+        hold: true,
+        ..message("held")
+    };
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn({
+            let (ch, req) = (ch.clone(), held.clone());
+            async move { say(&ch, req).await }
+        }))
+        .collect();
+    let in_flight = || async {
+        let status = gw.status().await;
+        let per_backend: Vec<u64> = status["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .map(|b| b["current_connections"].as_u64().expect("count"))
+            .collect();
+        per_backend
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            in_flight().await == vec![3, 3]
+        })
+        .await,
+        "six calls on one connection are not six streams in flight, 3 per backend: {:?}",
+        in_flight().await
+    );
+    a.release();
+    b.release();
+    for call in calls {
+        let reply = call.await.expect("task").expect("held call answered");
+        assert_eq!(reply.into_inner().message, "held");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            in_flight().await == vec![0, 0]
+        })
+        .await,
+        "{:?}",
+        in_flight().await
+    );
+}
+
+#[tokio::test]
+async fn a_server_stream_of_1000_messages_arrives_whole_and_in_order() {
+    let a = GrpcOrigin::start("a").await;
+    let gw = gateway(&[&a]).await;
+    let ch = channel(&gw).await;
+    let (replies, end) = stream(
+        &ch,
+        EchoRequest {
+            count: 1000,
+            ..message("part")
+        },
+    )
+    .await;
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(replies.len(), 1000);
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.seq as usize, i);
+        assert_eq!(r.message, format!("part #{i}"));
+    }
+
+    // A stream that ends in an error: the status comes in the trailers, after the messages.
+    let (replies, end) = stream(
+        &ch,
+        EchoRequest {
+            count: 10,
+            fail_code: Code::ResourceExhausted as i32,
+            ..message("quota spent after 10")
+        },
+    )
+    .await;
+    assert_eq!(replies.len(), 10);
+    let status = end.expect_err("the stream ends with the backend's status");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(status.message(), "quota spent after 10");
+    assert_eq!(
+        status.metadata().get("x-failed-by").map(|v| v.to_str().ok()),
+        Some(Some("a")),
+        "custom trailer lost: {:?}",
+        status.metadata()
+    );
+}
+
+#[tokio::test]
+async fn an_error_status_reaches_the_client_as_sent() {
+    let a = GrpcOrigin::start("a").await;
+    let gw = gateway(&[&a]).await;
+    let ch = channel(&gw).await;
+    let text = "no such order: 42 (ünïcode ✓, 100% sure)";
+    let status = say(
+        &ch,
+        EchoRequest {
+            fail_code: Code::NotFound as i32,
+            ..message(text)
+        },
+    )
+    .await
+    .expect_err("the backend fails the call");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(status.message(), text);
+    assert_eq!(
+        status.metadata().get("x-failed-by").map(|v| v.to_str().ok()),
+        Some(Some("a"))
+    );
+    // The connection and the backend are still fine.
+    let ok = say(&ch, message("after")).await.expect("next call");
+    assert_eq!(ok.into_inner().message, "after");
+    assert_eq!(gw.backend(&a.url()).await.expect("listed")["alive"], true);
+}
+
+#[tokio::test]
+async fn a_backend_whose_health_service_says_not_serving_is_taken_out() {
+    let (a, b) = (GrpcOrigin::start("a").await, GrpcOrigin::start("b").await);
+    let gw = gateway(&[&a, &b]).await;
+    a.set_serving(ServingStatus::NotServing).await;
+    assert!(
+        gw.wait_alive(&a.url(), false, Duration::from_secs(10))
+            .await,
+        "NOT_SERVING backend still alive; log:\n{}",
+        gw.log()
+    );
+    let entry = gw.backend(&a.url()).await.expect("listed");
+    let reason = entry["last_change_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("NOT_SERVING"), "{entry}");
+    assert_eq!(entry["protocol"], "h2");
+    assert!(gw.log().contains(&format!("backend {} is DOWN", a.url())));
+
+    let ch = channel(&gw).await;
+    let before = a.calls();
+    for _ in 0..6 {
+        let reply = say(&ch, message("x")).await.expect("call").into_inner();
+        assert_eq!(reply.server, "b");
+    }
+    assert_eq!(a.calls(), before);
+
+    a.set_serving(ServingStatus::Serving).await;
+    assert!(
+        gw.wait_alive(&a.url(), true, Duration::from_secs(10))
+            .await,
+        "SERVING again, yet still down"
+    );
+}
+
+#[tokio::test]
+async fn http1_and_h2c_requests_share_the_listener() {
+    let origin = Origin::start("plain").await;
+    let gw = GatewayBuilder::default()
+        .backend(origin.url())
+        .start()
+        .await;
+    let h1 = client()
+        .get(gw.url("/hello"))
+        .send()
+        .await
+        .expect("HTTP/1.1 request");
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+    assert_eq!(h1.status(), 200);
+    assert_eq!(h1.text().await.expect("body"), "plain\n");
+
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = h2.get(gw.url("/hello")).send().await.expect("h2c request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "plain\n");
+    assert_eq!(origin.requests(), 2);
+}
