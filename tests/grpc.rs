@@ -347,10 +347,12 @@ async fn concurrent_calls_count_as_streams_in_flight() {
         ..message("held")
     };
     let calls: Vec<_> = (0..6)
-        .map(|_| tokio::spawn({
-            let (ch, req) = (ch.clone(), held.clone());
-            async move { say(&ch, req).await }
-        }))
+        .map(|_| {
+            tokio::spawn({
+                let (ch, req) = (ch.clone(), held.clone());
+                async move { say(&ch, req).await }
+            })
+        })
         .collect();
     let in_flight = || async {
         let status = gw.status().await;
@@ -421,7 +423,10 @@ async fn a_server_stream_of_1000_messages_arrives_whole_and_in_order() {
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(status.message(), "quota spent after 10");
     assert_eq!(
-        status.metadata().get("x-failed-by").map(|v| v.to_str().ok()),
+        status
+            .metadata()
+            .get("x-failed-by")
+            .map(|v| v.to_str().ok()),
         Some(Some("a")),
         "custom trailer lost: {:?}",
         status.metadata()
@@ -446,7 +451,10 @@ async fn an_error_status_reaches_the_client_as_sent() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert_eq!(status.message(), text);
     assert_eq!(
-        status.metadata().get("x-failed-by").map(|v| v.to_str().ok()),
+        status
+            .metadata()
+            .get("x-failed-by")
+            .map(|v| v.to_str().ok()),
         Some(Some("a"))
     );
     // The connection and the backend are still fine.
@@ -482,8 +490,7 @@ async fn a_backend_whose_health_service_says_not_serving_is_taken_out() {
 
     a.set_serving(ServingStatus::Serving).await;
     assert!(
-        gw.wait_alive(&a.url(), true, Duration::from_secs(10))
-            .await,
+        gw.wait_alive(&a.url(), true, Duration::from_secs(10)).await,
         "SERVING again, yet still down"
     );
 }

@@ -107,7 +107,12 @@ async fn connect(gw: &Gateway) -> (Ws, String) {
     let (mut ws, resp) = tokio::time::timeout(PROMPT, tokio_tungstenite::connect_async(url))
         .await
         .expect("handshake in time")
-        .unwrap_or_else(|e| panic!("WebSocket handshake through Portico: {e}; log:\n{}", gw.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "WebSocket handshake through Portico: {e}; log:\n{}",
+                gw.log()
+            )
+        });
     assert_eq!(resp.status(), 101);
     let hello = next_text(&mut ws).await;
     let name = hello
@@ -147,11 +152,7 @@ async fn closed_within(ws: &mut Ws, deadline: Duration) -> Option<Instant> {
 async fn connections(gw: &Gateway, url: &str) -> Option<u64> {
     let status = gw.status().await;
     ["backends", "draining"].iter().find_map(|list| {
-        status[list]
-            .as_array()?
-            .iter()
-            .find(|b| b["url"] == url)?["current_connections"]
-            .as_u64()
+        status[list].as_array()?.iter().find(|b| b["url"] == url)?["current_connections"].as_u64()
     })
 }
 
@@ -276,8 +277,8 @@ async fn websocket_idle_bounds_silence_and_traffic_resets_it() {
     let (mut ws, _) = connect(&gw).await;
     // Traffic every 300 ms for 2.5 s: longer than the idle bound, never idle that long.
     for i in 0..8 {
-        round_trip(&mut ws, &format!("keepalive {i}")).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
+        round_trip(&mut ws, &format!("keepalive {i}")).await;
     }
     let silent_since = Instant::now();
     let closed = closed_within(&mut ws, Duration::from_secs(20))

@@ -171,7 +171,15 @@ impl AdminApi {
             Ok(p) => p,
             Err(e) => return AdminResponse::error(400, format!("protocol: {e}")),
         };
-        match self.control.add(BackendSpec { url, weight, protocol }).await {
+        match self
+            .control
+            .add(BackendSpec {
+                url,
+                weight,
+                protocol,
+            })
+            .await
+        {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
             Err(e) => control_error(e),
         }

@@ -171,7 +171,8 @@ pub fn backend_entry(key: &str, value: &Value) -> Result<BackendSpec, ConfigErro
         }
     };
     let url = BackendUrl::parse(url).or_else(|m| err(format!("{key}.url"), m))?;
-    let protocol = Protocol::for_url(&url, protocol).or_else(|m| err(format!("{key}.protocol"), m))?;
+    let protocol =
+        Protocol::for_url(&url, protocol).or_else(|m| err(format!("{key}.protocol"), m))?;
     Ok(BackendSpec {
         url,
         weight,

@@ -143,7 +143,8 @@ pub async fn check(connector: &HttpConnector, peer: &HttpPeer, authority: &str) 
         }
         None => return Error::e_explain(GRPC_HEALTH, "no grpc-status in the answer"),
     }
-    let answer: HealthCheckResponse = unframe(&body).or_else(|e| Error::e_explain(GRPC_HEALTH, e))?;
+    let answer: HealthCheckResponse =
+        unframe(&body).or_else(|e| Error::e_explain(GRPC_HEALTH, e))?;
     match ServingStatus::try_from(answer.status) {
         Ok(ServingStatus::Serving) => Ok(()),
         Ok(other) => Error::e_explain(GRPC_HEALTH, other.name()),
@@ -153,7 +154,13 @@ pub async fn check(connector: &HttpConnector, peer: &HttpPeer, authority: &str) 
 
 /// `grpc-status` (and `grpc-message`) from a header or trailer block, if present.
 fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
-    let code = headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
