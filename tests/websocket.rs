@@ -53,14 +53,11 @@ impl WsOrigin {
                         return;
                     }
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Message::Close(_) => return,
-                            _ => {}
+                        if msg.is_close() {
+                            return;
+                        }
+                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                            return;
                         }
                     }
                 });
