@@ -164,10 +164,12 @@ impl tonic::server::ServerStreamingService<EchoRequest> for Streamer {
     }
 }
 
-/// A tonic server on its own port: `test.Echo` and `grpc.health.v1.Health` over h2c.
+/// A tonic server on its own port: `test.Echo` and `grpc.health.v1.Health` over h2c, or over
+/// TLS (ALPN `h2`) with a certificate for `localhost`.
 struct GrpcOrigin {
     name: String,
     addr: std::net::SocketAddr,
+    tls: bool,
     calls: Arc<AtomicU64>,
     health: tonic_health::server::HealthReporter,
     release: tokio::sync::watch::Sender<bool>,
@@ -176,6 +178,22 @@ struct GrpcOrigin {
 
 impl GrpcOrigin {
     async fn start(name: &str) -> GrpcOrigin {
+        Self::start_with(name, None).await
+    }
+
+    /// A gRPC server over TLS with `cert`, whose URL is `https://localhost:<port>`.
+    async fn start_tls(name: &str, cert: &TestCert) -> GrpcOrigin {
+        Self::start_with(name, Some(cert)).await
+    }
+
+    async fn start_with(name: &str, tls: Option<&TestCert>) -> GrpcOrigin {
+        let mut server = Server::builder();
+        if let Some(cert) = tls {
+            let identity = tonic::transport::Identity::from_pem(&cert.cert_pem, &cert.key_pem);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .expect("server TLS config");
+        }
         let listener = local_listener().await;
         let addr = listener.local_addr().expect("addr");
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -191,7 +209,7 @@ impl GrpcOrigin {
             Some((next, l))
         });
         let task = tokio::spawn(async move {
-            let served = Server::builder()
+            let served = server
                 .add_service(health_service)
                 .add_service(echo)
                 .serve_with_incoming(incoming)
@@ -203,6 +221,7 @@ impl GrpcOrigin {
         GrpcOrigin {
             name: name.to_string(),
             addr,
+            tls: tls.is_some(),
             calls,
             health,
             release,
@@ -212,7 +231,11 @@ impl GrpcOrigin {
 
     /// The backend URL Portico is given.
     fn url(&self) -> String {
-        format!("h2c://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("h2c://{}", self.addr)
+        }
     }
 
     /// `test.Echo` calls received (health checks not counted).
@@ -233,6 +256,83 @@ impl GrpcOrigin {
 impl Drop for GrpcOrigin {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A test CA's certificate (PEM, for `ca_file`) and a `localhost` server certificate it signed.
+struct TestCert {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl TestCert {
+    fn new() -> TestCert {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).expect("leaf");
+        TestCert {
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// The `ca_file` line for a gateway, with the CA written under `dir`.
+    fn ca_file_yaml(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.ca_pem).expect("write ca");
+        format!("ca_file: {}\n", path.display())
+    }
+
+    /// An HTTPS origin that offers only HTTP/1.1 by ALPN and answers with the HTTP version
+    /// of the request it got.
+    async fn http1_origin(&self) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert pem");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .expect("key pem");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("origin cert");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = local_listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|req: hyper::Request<_>| async move {
+                        let version = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(version)),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, task)
     }
 }
 
@@ -521,4 +621,81 @@ async fn http1_and_h2c_requests_share_the_listener() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "plain\n");
     assert_eq!(origin.requests(), 2);
+}
+
+/// Adds `url` with `protocol: h2` through the admin API; returns the backend as answered.
+async fn add_h2_backend(gw: &Gateway, url: &str) -> serde_json::Value {
+    let added = client()
+        .post(gw.admin("/backends"))
+        .json(&serde_json::json!({"url": url, "protocol": "h2"}))
+        .send()
+        .await
+        .expect("POST /backends");
+    assert_eq!(added.status(), 201);
+    let backend: serde_json::Value = added.json().await.expect("JSON");
+    assert_eq!(backend["protocol"], "h2");
+    assert!(
+        gw.wait_alive(url, true, Duration::from_secs(10)).await,
+        "{url} never came up; log:\n{}",
+        gw.log()
+    );
+    backend
+}
+
+#[tokio::test]
+async fn an_https_backend_with_protocol_h2_carries_grpc_and_is_stored_so() {
+    let cert = TestCert::new();
+    let files = tempfile::tempdir().expect("tempdir");
+    let state = files.path().join("state.json");
+    let origin = GrpcOrigin::start_tls("tls", &cert).await;
+    let gw = GatewayBuilder {
+        health_path: None,
+        health_grpc: true,
+        state_file: Some(state.clone()),
+        extra: cert.ca_file_yaml(files.path()),
+        ..GatewayBuilder::default()
+    }
+    .start()
+    .await;
+    add_h2_backend(&gw, &origin.url()).await;
+    let ch = channel(&gw).await;
+    let (replies, end) = stream(
+        &ch,
+        EchoRequest {
+            count: 100,
+            ..message("over TLS")
+        },
+    )
+    .await;
+    assert!(end.is_ok(), "{end:?}; log:\n{}", gw.log());
+    assert_eq!(replies.len(), 100);
+    assert!(replies.iter().all(|r| r.server == "tls"));
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state file")).expect("JSON");
+    assert_eq!(stored["backends"][0]["url"], origin.url());
+    assert_eq!(stored["backends"][0]["protocol"], "h2");
+}
+
+#[tokio::test]
+async fn an_https_backend_that_declines_h2_is_spoken_to_in_http1() {
+    let cert = TestCert::new();
+    let files = tempfile::tempdir().expect("tempdir");
+    let (addr, _task) = cert.http1_origin().await;
+    let url = format!("https://localhost:{}", addr.port());
+    let gw = GatewayBuilder {
+        extra: cert.ca_file_yaml(files.path()),
+        ..GatewayBuilder::default()
+    }
+    .start()
+    .await;
+    add_h2_backend(&gw, &url).await;
+    for _ in 0..3 {
+        let r = client()
+            .get(gw.url("/version"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.expect("body"), "HTTP/1.1");
+    }
 }
