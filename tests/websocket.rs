@@ -312,3 +312,36 @@ async fn sigterm_closes_a_websocket_after_the_grace_period_and_exits() {
         .unwrap_or_else(|| panic!("still running; log:\n{}", gw.log()));
     assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
 }
+
+#[tokio::test]
+async fn a_graceful_upgrade_keeps_a_websocket_until_the_grace_period_then_closes_it() {
+    let origin = WsOrigin::start("a").await;
+    let grace = 2;
+    let mut old = gateway(&[&origin], |b| b.grace_period = grace).await;
+    let (mut ws, _) = connect(&old).await;
+    let new = old.upgrade().await;
+    let handed_over = Instant::now();
+    // The old process still carries its WebSocket; new ones go to the new process, which
+    // counts only its own.
+    round_trip(&mut ws, "across the upgrade").await;
+    let (mut fresh, _) = connect(&new).await;
+    round_trip(&mut fresh, "to the new process").await;
+    assert_eq!(connections(&new, &origin.url()).await, Some(1));
+    let closed = closed_within(&mut ws, Duration::from_secs(30))
+        .await
+        .expect("the old process kept its WebSocket past the grace period");
+    assert!(
+        closed.duration_since(handed_over)
+            >= Duration::from_secs(grace) - Duration::from_millis(100),
+        "closed {:?} after the hand-over, before the {grace} s grace period",
+        closed.duration_since(handed_over)
+    );
+    let status = old
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("old process still running; log:\n{}", old.log()));
+    assert!(status.success(), "old process exit status {status}");
+    // The new process's WebSocket was never touched.
+    round_trip(&mut fresh, "after the old process left").await;
+    fresh.close(None).await.expect("close");
+}
