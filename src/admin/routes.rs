@@ -7,11 +7,11 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::backend::Backend;
 use crate::balancer::PoolError;
 use crate::config::{BackendSpec, BackendUrl, Protocol};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
-use crate::pool::Backend;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -269,7 +269,7 @@ pub fn backend_json(b: &Backend) -> Value {
         "url": b.name,
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
-        "weight": b.weight,
+        "weight": b.weight(),
         "protocol": b.protocol.name(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
@@ -277,6 +277,10 @@ pub fn backend_json(b: &Backend) -> Value {
         "last_probe": record.last_probe.map(unix),
         "requests": b.requests(),
         "errors": b.errors(),
+        "effective_weight": b.effective_weight(),
+        "consecutive_errors": b.consecutive_errors(),
+        "ejected": record.ejected_until.is_some(),
+        "ejections": record.ejections,
     })
 }
 
