@@ -11,6 +11,7 @@ pub mod control;
 pub mod demo;
 pub mod health;
 pub mod lifecycle;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
@@ -169,18 +170,22 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         sticky_cookie: conf.sticky_cookie.clone(),
         tls,
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
-        "proxy",
-    );
-    // gRPC clients speak HTTP/2 with prior knowledge (h2c): Pingora peeks at the connection
-    // preface and serves HTTP/1.1 and HTTP/2 on the same port.
-    if let Some(app) = proxy.app_logic_mut() {
+    // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
+    // listener reads the first bytes and hands the connection to one of two proxies.
+    let plain = |h2c: bool| {
+        let mut proxy = pingora::proxy::http_proxy(
+            &server.configuration,
+            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
+        );
         let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
+        options.h2c = h2c;
+        proxy.server_options = Some(options);
+        proxy
+    };
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        listener::PlainListener::new(plain(false), plain(true)),
+    );
     proxy.add_tcp(&conf.listen.to_string());
     server.add_service(proxy).add_dependency(&boot);
 
