@@ -66,6 +66,9 @@ pub struct Backend {
     up_since_ns: AtomicU64,
     /// The length of the current ramp, in nanoseconds.
     ramp_len_ns: AtomicU64,
+    /// Whether the first UP (from pending) ramps: not for the pool a process starts with,
+    /// which takes its first traffic all together (ramping everyone ramps no one).
+    ramp_first_up: AtomicBool,
     /// Peak-EWMA latency (f64 bits, nanoseconds) and when it was last updated (0: never).
     ewma_ns: AtomicU64,
     ewma_at_ns: AtomicU64,
@@ -118,6 +121,7 @@ impl Backend {
             probe_epoch: AtomicU64::new(0),
             up_since_ns: AtomicU64::new(0),
             ramp_len_ns: AtomicU64::new(0),
+            ramp_first_up: AtomicBool::new(true),
             ewma_ns: AtomicU64::new(0),
             ewma_at_ns: AtomicU64::new(0),
             health: Mutex::new(HealthRecord {

@@ -37,6 +37,7 @@ impl Backend {
         t: &Thresholds,
     ) -> Option<Transition> {
         let mut record = self.health();
+        let was = record.tracker.health();
         let mut back_from_ejection = false;
         let transition = match seen {
             Observation::Refused(_) => {
@@ -78,7 +79,8 @@ impl Backend {
             }
             Observation::Passed => record.tracker.up_reason(),
         };
-        self.apply(&mut record, transition, &reason, t.slow_start);
+        let ramp = self.ramp_for(was, t.slow_start);
+        self.apply(&mut record, transition, &reason, ramp);
         Some(transition)
     }
 

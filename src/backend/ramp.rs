@@ -25,6 +25,21 @@ impl Backend {
         self.up_since_ns.store(start, Ordering::Relaxed);
     }
 
+    /// Marks a backend of the pool a process starts with: its first UP does not ramp.
+    pub fn no_ramp_on_first_up(&self) {
+        self.ramp_first_up.store(false, Ordering::Relaxed);
+    }
+
+    /// The ramp length for a transition to UP from `was`: none for the first UP of a
+    /// backend the process started with.
+    pub(crate) fn ramp_for(&self, was: super::Health, slow_start: Duration) -> Duration {
+        if was == super::Health::Pending && !self.ramp_first_up.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            slow_start
+        }
+    }
+
     /// The factor in (0, 1] by which this backend's share is scaled now; 1 outside a ramp.
     #[inline]
     pub fn ramp(&self) -> f64 {

@@ -507,4 +507,28 @@ mod tests {
         );
         assert!(b.is_ready());
     }
+
+    #[test]
+    fn a_backend_back_from_down_ramps_but_the_starting_pool_does_not() {
+        use std::time::Duration;
+        let lb = Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)
+            .with_resilience(OutlierDetection::default(), Duration::from_secs(3600));
+        for i in 0..3 {
+            let b = backend(i, 10_000 + i as u16, 1);
+            b.set_alive(false);
+            b.no_ramp_on_first_up();
+            lb.add_backend(b).expect("unique");
+        }
+        let snap = lb.snapshot();
+        for b in &snap.backends {
+            lb.record_probe(b, b.probe_stamp(), Observation::Passed);
+            assert_eq!(b.ramp(), 1.0, "first UP of the starting pool ramped");
+        }
+        let b = snap.backends[0].clone();
+        lb.set_backend_status(&b, Observation::Refused("refused".into()));
+        lb.record_probe(&b, b.probe_stamp(), Observation::Passed);
+        assert!(b.is_ready() && b.ramp() < 0.2, "{}", b.ramp());
+        let c = counts(&lb, 3000, &RequestKey::default());
+        assert!(c[0] < 250, "a ramping backend got {c:?}");
+    }
 }
