@@ -288,7 +288,7 @@ impl ProxyHttp for Proxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if matches!(e.esource(), ErrorSource::Downstream) {
+        if matches!(e.esource(), ErrorSource::Downstream) || websocket_went_idle(session, &e) {
             e.set_retry(false);
             return e;
         }
@@ -332,7 +332,11 @@ impl ProxyHttp for Proxy {
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
-        if code >= 500 && code != 503 && matches!(e.esource(), ErrorSource::Upstream) {
+        if code >= 500
+            && code != 503
+            && matches!(e.esource(), ErrorSource::Upstream)
+            && !websocket_went_idle(session, e)
+        {
             // Counted at its source already, unless it failed somewhere Portico has no hook.
             ctx.count_failure(&self.balancer, true);
         }
@@ -373,10 +377,12 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Keeps Pingora's error log for real failures; a client that went away is not one.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    /// Keeps Pingora's error log for real failures; a client that went away is not one, nor
+    /// a WebSocket closed for silence.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        (matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed))
+            || websocket_went_idle(session, e)
     }
 }
 
@@ -386,6 +392,12 @@ impl Proxy {
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
         ctx.tried.len() < self.settings.retries as usize
     }
+}
+
+/// Whether `e` ended an established WebSocket that stayed silent for `timeouts.websocket_idle`:
+/// the bound doing its job, not a failure of the backend (it must not count toward ejection).
+fn websocket_went_idle(session: &Session, e: &Error) -> bool {
+    session.as_ref().was_upgraded() && matches!(e.etype(), ReadTimedout | WriteTimedout)
 }
 
 /// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1): the only upgrade

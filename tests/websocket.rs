@@ -215,6 +215,12 @@ async fn a_websocket_counts_in_current_connections_while_it_lives() {
         "closed WebSocket still counted: {:?}",
         connections(&gw, &url).await
     );
+    let entry = gw.backend(&url).await.expect("listed");
+    assert_eq!(entry["requests"], 1, "{entry}");
+    assert_eq!(
+        entry["errors"], 0,
+        "a clean close counted as an error: {entry}"
+    );
 }
 
 #[tokio::test]
@@ -286,6 +292,11 @@ async fn websocket_idle_bounds_silence_and_traffic_resets_it() {
         "closed after {:?}, before the idle bound",
         closed.duration_since(silent_since)
     );
+    // An idle close is the bound doing its job, not a backend failure.
+    let entry = gw.backend(&origin.url()).await.expect("listed");
+    assert_eq!(entry["errors"], 0, "{entry}");
+    assert_eq!(entry["consecutive_errors"], 0, "{entry}");
+    assert_eq!(entry["alive"], true, "{entry}");
 }
 
 #[tokio::test]
