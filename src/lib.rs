@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod grpc_reply;
 pub mod health;
 pub mod lifecycle;
 pub mod listener;

@@ -21,6 +21,7 @@ use crate::backend::Observation;
 use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
 use crate::config::{format_duration, StrategyKind};
+use crate::grpc_reply;
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
 
@@ -81,6 +82,9 @@ pub struct RequestCtx {
     /// The current backend's failure has been counted (each failure counts once).
     failure_counted: bool,
     set_cookie: bool,
+    /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
+    /// what metrics and the access log count.
+    answered: Option<u16>,
 }
 
 impl RequestCtx {
@@ -112,6 +116,7 @@ impl ProxyHttp for Proxy {
             picked: Instant::now(),
             failure_counted: false,
             set_cookie: false,
+            answered: None,
         }
     }
 
@@ -302,7 +307,9 @@ impl ProxyHttp for Proxy {
     }
 
     /// Answers errors with a short JSON body: 503 when no backend is available, 504 when the
-    /// backend stayed silent past `timeouts.read`, 502 for other backend failures.
+    /// backend stayed silent past `timeouts.read`, 502 for other backend failures. A gRPC call
+    /// gets the same as a trailers-only gRPC answer instead (`grpc-status` 14, UNAVAILABLE,
+    /// for those three), counted in metrics and the access log as the HTTP status it stands for.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -343,6 +350,16 @@ impl ProxyHttp for Proxy {
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
+            if grpc_reply::is_grpc(session.req_header()) {
+                if let Ok(resp) = grpc_reply::answer(code, &message) {
+                    let _ = session.write_response_header(Box::new(resp), true).await;
+                }
+                ctx.answered = Some(code);
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(resp) = json_header(code, body.len()) {
                 let _ = session.write_response_header(Box::new(resp), false).await;
@@ -357,7 +374,9 @@ impl ProxyHttp for Proxy {
 
     /// Counts the request in the metrics and writes the access log line when enabled.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = ctx
+            .answered
+            .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
         if self.settings.access_log {

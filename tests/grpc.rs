@@ -720,3 +720,23 @@ async fn an_https_backend_that_declines_h2_is_spoken_to_in_http1() {
         assert_eq!(r.text().await.expect("body"), "HTTP/1.1");
     }
 }
+
+#[tokio::test]
+async fn a_call_with_no_backend_available_fails_as_unavailable() {
+    let gw = GatewayBuilder::default().start().await;
+    let ch = channel(&gw).await;
+    let status = say(&ch, message("anyone?"))
+        .await
+        .expect_err("no backend to answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "no backend available");
+    // Counted as the 503 it stands for, though it went out as a gRPC answer.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.log().contains("/test.Echo/Say\" 503 - ")
+        })
+        .await,
+        "access log:\n{}",
+        gw.log()
+    );
+}
