@@ -194,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn failed_checks_read_as_short_reasons() {
+        let t = std::time::Duration::from_secs(1);
+        let reason = |e: Box<Error>| super::super::probe_reason(&e, t);
+        assert_eq!(
+            reason(Error::explain(GRPC_HEALTH, "NOT_SERVING")),
+            "gRPC health check: NOT_SERVING"
+        );
+        assert_eq!(
+            reason(Error::explain(GRPC_HEALTH, "gRPC status 12: unknown service")),
+            "gRPC health check: gRPC status 12: unknown service"
+        );
+    }
+
+    #[test]
     fn grpc_status_reads_code_and_message() {
         let mut h = http::HeaderMap::new();
         assert_eq!(grpc_status(&h), None);
