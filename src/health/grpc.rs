@@ -202,7 +202,10 @@ mod tests {
             "gRPC health check: NOT_SERVING"
         );
         assert_eq!(
-            reason(Error::explain(GRPC_HEALTH, "gRPC status 12: unknown service")),
+            reason(Error::explain(
+                GRPC_HEALTH,
+                "gRPC status 12: unknown service"
+            )),
             "gRPC health check: gRPC status 12: unknown service"
         );
     }
