@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Backend;
 use crate::balancer::PoolError;
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
 
@@ -195,6 +195,7 @@ impl AdminApi {
         struct AddBody {
             url: String,
             weight: Option<i64>,
+            protocol: Option<String>,
         }
         let body = match json_body(req) {
             Ok(Some(b)) => b,
@@ -213,10 +214,15 @@ impl AdminApi {
             Ok(w) => w,
             Err(e) => return AdminResponse::error(400, e),
         };
+        let protocol = match Protocol::for_url(&url, parsed.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, format!("protocol: {e}")),
+        };
         let spec = BackendSpec {
             url,
             weight,
             drained: false,
+            protocol,
         };
         match self.control.add(spec).await {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
@@ -314,6 +320,7 @@ pub fn backend_json(b: &Backend) -> Value {
         "draining": b.is_drained() || !b.is_enabled(),
         "current_connections": b.in_flight(),
         "weight": b.weight(),
+        "protocol": b.protocol.name(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,

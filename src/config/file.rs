@@ -65,6 +65,7 @@ pub struct FileHealthCheck {
     pub timeout: Option<RawDuration>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub grpc: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +73,7 @@ pub struct FileHealthCheck {
 pub struct FileTimeouts {
     pub connect: Option<RawDuration>,
     pub read: Option<RawDuration>,
+    pub websocket_idle: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

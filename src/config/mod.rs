@@ -16,7 +16,7 @@ mod sections;
 mod strategy;
 mod validate;
 
-pub use backend::{backend_entry, BackendSpec};
+pub use backend::{backend_entry, BackendSpec, Protocol};
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
 pub use strategy::StrategyKind;
@@ -86,11 +86,7 @@ impl Config {
 /// A backend spec from a URL known to be valid (tests only).
 #[cfg(test)]
 pub(crate) fn test_spec(url: &str, weight: u32) -> BackendSpec {
-    BackendSpec {
-        url: BackendUrl::parse(url).expect("valid test URL"),
-        weight,
-        drained: false,
-    }
+    BackendSpec::new(BackendUrl::parse(url).expect("valid test URL"), weight)
 }
 
 #[cfg(test)]
