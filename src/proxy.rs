@@ -18,6 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
 use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
+use crate::client_policy::{single_content_length, ClientPolicy};
 use crate::config::{format_duration, StrategyKind};
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct ProxySettings {
     pub sticky_cookie: String,
     /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
     pub tls: bool,
+    /// Client timeouts and limits.
+    pub client: ClientPolicy,
 }
 
 pub struct Proxy {
@@ -91,6 +94,26 @@ impl ProxyHttp for Proxy {
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// Applies the client policy (keep-alive and body timeouts, pipelining) and refuses, with
+    /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
+    /// on (see [`ClientPolicy::check_request`]).
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        self.settings.client.apply(session);
+        let Err(refusal) = self.settings.client.check_request(session.req_header()) else {
+            return Ok(false);
+        };
+        // The request body, if any, is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        let body = Bytes::from(format!(
+            "{{\"error\": {}}}\n",
+            json_string(&refusal.message)
+        ));
+        let resp = json_header(refusal.status, body.len())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
 
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
     /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
@@ -153,16 +176,28 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             req.insert_header("X-Forwarded-Host", host)?;
         }
+        // `Content-Length: 5, 5` (or the line twice) goes on as one value: a lenient backend
+        // must not be left to interpret a list.
+        if let Some(length) = single_content_length(req) {
+            req.insert_header(http::header::CONTENT_LENGTH, length)?;
+        }
         Ok(())
     }
 
-    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade).
+    /// Refuses a backend response header over `limits.header_bytes` (a 502), and drops
+    /// hop-by-hop headers from the backend's response (not from a 101 upgrade).
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !self.settings.client.response_header_fits(resp) {
+            return Err(
+                Error::explain(InvalidHTTPHeader, self.settings.client.response_header_message())
+                    .into_up(),
+            );
+        }
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),

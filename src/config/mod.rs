@@ -9,13 +9,21 @@ pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
 mod backend;
+mod client_timeouts;
+mod connections;
 mod error;
+mod limits;
+mod size;
 mod parse;
 mod sections;
 mod strategy;
 mod validate;
 
 pub use backend::{backend_entry, BackendSpec};
+pub use client_timeouts::ClientTimeouts;
+pub use connections::default_max_connections;
+pub use limits::Limits;
+pub use size::{format_size, parse_size};
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
 pub use strategy::StrategyKind;
@@ -55,6 +63,10 @@ pub struct Config {
     pub access_log: bool,
     /// How many other backends a request is tried on after a connect failure.
     pub retries: u32,
+    pub client_timeouts: ClientTimeouts,
+    pub limits: Limits,
+    /// Most concurrent client connections across the proxy listeners.
+    pub max_connections: usize,
 }
 
 impl Config {

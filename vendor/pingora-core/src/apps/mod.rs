@@ -24,6 +24,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1::server::RequestHeaderLimits;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -89,6 +90,13 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+    /// Limits applied to every HTTP/1.x request header read on this service. With a
+    /// `timeout`, a new connection must also send its first byte within it (instead of 60s).
+    ///
+    /// Default: Pingora's historical behaviour (see [`RequestHeaderLimits`]).
+    pub h1_request_header_limits: RequestHeaderLimits,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -345,12 +353,23 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             let mut session = ServerSession::new_http1(stream);
+            // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+            let header_limits = self
+                .server_options()
+                .map(|o| o.h1_request_header_limits)
+                .unwrap_or_default();
+            session.set_request_header_limits(header_limits);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1): or the
+                // header timeout, rounded up to whole seconds, when one is set.
+                let first_byte = header_limits
+                    .timeout
+                    .map_or(60, |t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+                session.set_keepalive(Some(first_byte));
             }
             session.set_keepalive_reuses_remaining(
                 self.server_options()
@@ -360,6 +379,8 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+                session.set_request_header_limits(header_limits);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

@@ -920,6 +920,16 @@ impl Session {
         }
     }
 
+    // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+    /// Sets the limits the next [`Self::read_request()`] applies to an HTTP/1.x request
+    /// header. No-op for H2 / Subrequest / Custom.
+    pub fn set_request_header_limits(&mut self, limits: super::v1::server::RequestHeaderLimits) {
+        if let Self::H1(s) = self {
+            s.set_request_header_limits(limits);
+        }
+    }
+    // PATCH(portico) request-header-limits: end
+
     /// Whether HTTP/1.1 request pipelining is enabled for this session.
     ///
     /// Always false for H2 / Subrequest / Custom (pipelining is an H/1.1-only

@@ -73,6 +73,43 @@ impl ProxyTaskState {
     }
 }
 
+// PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+/// Limits on reading an HTTP/1.x request header. The default keeps Pingora's historical
+/// behaviour: no overall deadline, 1 MiB, 256 header lines, no separate URI limit, and an
+/// illegal request line percent-escaped and parsed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHeaderLimits {
+    /// The whole header must arrive within this time of its first byte, else the session
+    /// answers `408 Request Timeout` and the connection closes. `None`: only the per-read
+    /// timeouts apply (a client sending one byte at a time is never cut off).
+    pub timeout: Option<Duration>,
+    /// Largest request header (request line included), in bytes: past it, `431`.
+    /// Values above 1 MiB (Pingora's hard limit) have no effect.
+    pub max_bytes: usize,
+    /// Most header lines: past it, `431`. Values above 256 (the parser's bound) have no effect.
+    pub max_headers: usize,
+    /// Longest request target, in bytes: past it, `414 URI Too Long`.
+    pub max_uri_bytes: usize,
+    /// Percent-escape bytes that are illegal in a request target (space, control bytes,
+    /// `<`, `>`, `"`) and parse the line again, instead of failing the request with `400`.
+    /// RFC 9112 §3.2 advises against such autocorrection: it can slip a request past
+    /// filters further down the chain.
+    pub escape_illegal_request_line: bool,
+}
+
+impl Default for RequestHeaderLimits {
+    fn default() -> Self {
+        RequestHeaderLimits {
+            timeout: None,
+            max_bytes: MAX_HEADER_SIZE,
+            max_headers: MAX_HEADERS,
+            max_uri_bytes: usize::MAX,
+            escape_illegal_request_line: true,
+        }
+    }
+}
+// PATCH(portico) request-header-limits: end
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -158,6 +195,8 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+    request_header_limits: RequestHeaderLimits,
 }
 
 impl HttpSession {
@@ -206,38 +245,74 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+            request_header_limits: RequestHeaderLimits::default(),
         }
     }
+
+    // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+    /// Sets the limits [`Self::read_request()`] applies to the next request header.
+    pub fn set_request_header_limits(&mut self, limits: RequestHeaderLimits) {
+        self.request_header_limits = limits;
+    }
+
+    /// The limits [`Self::read_request()`] applies to a request header.
+    pub fn request_header_limits(&self) -> RequestHeaderLimits {
+        self.request_header_limits
+    }
+
+    /// Answers a request header refused by [`RequestHeaderLimits`] with `status` (no body,
+    /// `Connection: close`) and returns the error that ends the session. The error is an
+    /// `InvalidHTTPHeader`, the kind every caller already handles by closing the connection
+    /// (pingora-proxy logs it at debug level); the answer it would send for it (`400`) is
+    /// then skipped because a response was already written.
+    async fn refuse_request_header(&mut self, status: u16, why: String) -> Result<Option<usize>> {
+        self.set_keepalive(None);
+        let resp = crate::protocols::http::error_resp::gen_error_response(status);
+        if let Err(e) = self.write_response_header(Box::new(resp)).await {
+            debug!("cannot answer {status} to a refused request header: {e}");
+        }
+        Error::e_explain(InvalidHTTPHeader, format!("{why} (answered {status})"))
+    }
+    // PATCH(portico) request-header-limits: end
 
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1): when the
+        // caller bounds the whole header with a deadline, the idle timeouts below only
+        // apply to the wait for its first byte.
+        header_deadline: bool,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
-                        return Ok(None);
-                    }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
-                }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+            if header_deadline && already_read > 0 {
+                read_event.await
+            } else {
+                match self.keepalive_timeout {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
-                },
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
+                }
             }
         };
 
@@ -304,6 +379,13 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1): the deadline
+        // runs from the first byte of this request (already here when pipelined).
+        let limits = self.request_header_limits;
+        let mut deadline = limits
+            .timeout
+            .filter(|_| already_read > 0)
+            .map(|t| std::time::Instant::now() + t);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -323,10 +405,39 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+                if already_read > limits.max_bytes {
+                    // A request line still unfinished is a target too long to be a URI.
+                    let status = if buf.contains(&b'\n') { 431 } else { 414 };
+                    let why = format!("request header larger than {} bytes", limits.max_bytes);
+                    return self.refuse_request_header(status, why).await;
+                }
+                let read = self.read_request_buf(&mut buf, already_read, deadline.is_some());
+                let read = match deadline {
+                    Some(at) => {
+                        let left = at.saturating_duration_since(std::time::Instant::now());
+                        match timeout(left, read).await {
+                            Ok(read) => read?,
+                            Err(_) => {
+                                let why = format!(
+                                    "request header not complete within {:?}",
+                                    limits.timeout.unwrap_or_default()
+                                );
+                                return self.refuse_request_header(408, why).await;
+                            }
+                        }
+                    }
+                    None => read.await?,
+                };
+                let Some(n) = read else {
+                    return Ok(None);
+                };
+                already_read += n;
+                if deadline.is_none() {
+                    deadline = limits.timeout.map(|t| std::time::Instant::now() + t);
+                }
+                // PATCH(portico) request-header-limits: end
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -336,6 +447,32 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+                        // A single read may have brought more than the limits allow.
+                        let refusal = if s > limits.max_bytes
+                            || req.headers.len() > limits.max_headers
+                        {
+                            Some((431, format!(
+                                "request header of {s} bytes and {} lines over the limits ({} bytes, {} lines)",
+                                req.headers.len(),
+                                limits.max_bytes,
+                                limits.max_headers
+                            )))
+                        } else if req.path.map_or(0, str::len) > limits.max_uri_bytes {
+                            Some((
+                                414,
+                                format!(
+                                    "request target longer than {} bytes",
+                                    limits.max_uri_bytes
+                                ),
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some((status, why)) = refusal {
+                            return self.refuse_request_header(status, why).await;
+                        }
+                        // PATCH(portico) request-header-limits: end
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
@@ -434,7 +571,15 @@ impl HttpSession {
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
-                        httparse::Error::Token | httparse::Error::Version => {
+                        // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+                        httparse::Error::TooManyHeaders if limits.max_headers < MAX_HEADERS => {
+                            let why = format!("more than {} header lines", limits.max_headers);
+                            return self.refuse_request_header(431, why).await;
+                        }
+                        httparse::Error::Token | httparse::Error::Version
+                            // PATCH(portico) request-header-limits (vendor/PATCHES.md, patch 1)
+                            if limits.escape_illegal_request_line =>
+                        {
                             // URI escaping rebuilds the current header. Detach any request body or
                             // pipelined suffix first so normalization never copies queued requests.
                             // `separator_start` is the index of the blank line itself, so the
@@ -836,7 +981,10 @@ impl HttpSession {
         }
 
         // if body unfinished, or request header was not finished reading
+        // PATCH(portico) informational-keepalive (vendor/PATCHES.md, patch 2): a 1xx
+        // (`100 Continue` above all) comes before the body by design and is no reason to close.
         if self.close_on_response_before_downstream_finish
+            && !(header.status.is_informational() && header.status != 101)
             && (self.request_header.is_none() || !self.is_body_done())
         {
             debug!("set connection close before downstream finish");
