@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod origin;
+pub mod recording;
 
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};

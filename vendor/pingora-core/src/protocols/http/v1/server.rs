@@ -408,8 +408,13 @@ impl HttpSession {
             } else {
                 // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
                 if already_read > limits.max_bytes {
-                    // A request line still unfinished is a target too long to be a URI.
-                    let status = if buf.contains(&b'\n') { 431 } else { 414 };
+                    // A request line (finished or not) longer than the target may be: 414.
+                    let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+                    let status = if line > limits.max_uri_bytes {
+                        414
+                    } else {
+                        431
+                    };
                     let why = format!("request header larger than {} bytes", limits.max_bytes);
                     return self.refuse_request_header(status, why).await;
                 }
@@ -449,21 +454,22 @@ impl HttpSession {
                     HeaderParseState::Complete(s) => {
                         // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
                         // A single read may have brought more than the limits allow.
-                        let refusal = if s > limits.max_bytes
-                            || req.headers.len() > limits.max_headers
-                        {
-                            Some((431, format!(
-                                "request header of {s} bytes and {} lines over the limits ({} bytes, {} lines)",
-                                req.headers.len(),
-                                limits.max_bytes,
-                                limits.max_headers
-                            )))
-                        } else if req.path.map_or(0, str::len) > limits.max_uri_bytes {
+                        let refusal = if req.path.map_or(0, str::len) > limits.max_uri_bytes {
                             Some((
                                 414,
                                 format!(
                                     "request target longer than {} bytes",
                                     limits.max_uri_bytes
+                                ),
+                            ))
+                        } else if s > limits.max_bytes || req.headers.len() > limits.max_headers {
+                            Some((
+                                431,
+                                format!(
+                                    "request header of {s} bytes and {} lines over the limits ({} bytes, {} lines)",
+                                    req.headers.len(),
+                                    limits.max_bytes,
+                                    limits.max_headers
                                 ),
                             ))
                         } else {
