@@ -259,7 +259,8 @@ mod tests {
         let mut resp = ResponseHeader::build(200, None).expect("valid");
         resp.insert_header("X-Small", "1").expect("valid");
         assert!(p.response_header_fits(&resp));
-        resp.insert_header("X-Big", "v".repeat(1024)).expect("valid");
+        resp.insert_header("X-Big", "v".repeat(1024))
+            .expect("valid");
         assert!(!p.response_header_fits(&resp));
     }
 

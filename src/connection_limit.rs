@@ -132,6 +132,10 @@ mod tests {
         drop(a);
         assert_eq!(c.open(), 1);
         assert!(c.admit().is_some());
-        assert_eq!(c.open(), 1, "the slot taken and dropped in the assert is given back");
+        assert_eq!(
+            c.open(),
+            1,
+            "the slot taken and dropped in the assert is given back"
+        );
     }
 }

@@ -193,10 +193,11 @@ impl ProxyHttp for Proxy {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         if !self.settings.client.response_header_fits(resp) {
-            return Err(
-                Error::explain(InvalidHTTPHeader, self.settings.client.response_header_message())
-                    .into_up(),
-            );
+            return Err(Error::explain(
+                InvalidHTTPHeader,
+                self.settings.client.response_header_message(),
+            )
+            .into_up());
         }
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(

@@ -112,13 +112,19 @@ async fn invalid_request_lines_are_refused_not_rewritten() {
     assert_eq!(ok.map(|a| a.status), Some(200));
     let forwarded = origin.requests();
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
-    assert!(forwarded[0].starts_with("GET /ok HTTP/1.1\r\n"), "{forwarded:?}");
+    assert!(
+        forwarded[0].starts_with("GET /ok HTTP/1.1\r\n"),
+        "{forwarded:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_content_lengths_are_forwarded_as_one_value() {
     let (origin, gw) = gateway("").await;
-    for cl in ["Content-Length: 5, 5\r\n", "Content-Length: 5\r\nContent-Length: 5\r\n"] {
+    for cl in [
+        "Content-Length: 5, 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+    ] {
         origin.clear();
         let request = format!("POST /upload HTTP/1.1\r\nHost: x\r\n{cl}\r\nhello");
         let answer = exchange(&gw, request.as_bytes()).await;
@@ -135,7 +141,10 @@ async fn equal_content_lengths_are_forwarded_as_one_value() {
     }
     // Differing values: refused, nothing forwarded.
     origin.clear();
-    for cl in ["Content-Length: 5, 6\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
+    for cl in [
+        "Content-Length: 5, 6\r\n",
+        "Content-Length: 5\r\nContent-Length: 6\r\n",
+    ] {
         let request = format!("POST /upload HTTP/1.1\r\nHost: x\r\n{cl}\r\nhello!");
         let answer = exchange(&gw, request.as_bytes()).await;
         assert_eq!(answer.map(|a| a.status), Some(400), "{cl:?}");
@@ -152,7 +161,8 @@ async fn transfer_encoding_other_than_chunked_is_refused() {
         "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
         "Transfer-Encoding: gzip\r\n",
     ] {
-        let request = format!("POST /upload HTTP/1.1\r\nHost: x\r\n{te}\r\n5\r\nhello\r\n0\r\n\r\n");
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: x\r\n{te}\r\n5\r\nhello\r\n0\r\n\r\n");
         let status = exchange(&gw, request.as_bytes()).await.map(|a| a.status);
         assert!(matches!(status, Some(501 | 400)), "{te:?}: {status:?}");
     }
@@ -165,7 +175,9 @@ async fn transfer_encoding_other_than_chunked_is_refused() {
     let forwarded = origin.requests();
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
     assert!(
-        forwarded[0].to_ascii_lowercase().contains("transfer-encoding: chunked\r\n"),
+        forwarded[0]
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked\r\n"),
         "{forwarded:?}"
     );
 }
@@ -192,14 +204,20 @@ async fn oversized_request_headers_and_uris_are_refused() {
         "GET /big HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(40 * 1024)
     );
-    assert_eq!(exchange(&gw, big.as_bytes()).await.map(|a| a.status), Some(431));
+    assert_eq!(
+        exchange(&gw, big.as_bytes()).await.map(|a| a.status),
+        Some(431)
+    );
     // 101 header lines, past the 100 default.
     let mut many = "GET /many HTTP/1.1\r\nHost: x\r\n".to_string();
     for i in 0..100 {
         many += &format!("X-H{i}: v\r\n");
     }
     many += "\r\n";
-    assert_eq!(exchange(&gw, many.as_bytes()).await.map(|a| a.status), Some(431));
+    assert_eq!(
+        exchange(&gw, many.as_bytes()).await.map(|a| a.status),
+        Some(431)
+    );
     // A 9 KiB target, past the 8 KiB default; and one past the header limit itself.
     for len in [9 * 1024, 40 * 1024] {
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(len));
@@ -213,21 +231,25 @@ async fn oversized_request_headers_and_uris_are_refused() {
         fine += &format!("X-H{i}: v\r\n");
     }
     fine += "\r\n";
-    assert_eq!(exchange(&gw, fine.as_bytes()).await.map(|a| a.status), Some(200));
+    assert_eq!(
+        exchange(&gw, fine.as_bytes()).await.map(|a| a.status),
+        Some(200)
+    );
     assert_eq!(origin.requests().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_response_header_is_a_502() {
     let (origin, gw) = gateway("").await;
-    let answer = exchange(
-        &gw,
-        b"GET /big-response-header HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .await
-    .expect("an answer");
+    let answer = exchange(&gw, b"GET /big-response-header HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("an answer");
     assert_eq!(answer.status, 502, "{answer:?}");
-    assert!(!answer.head.contains("x-big"), "the header leaked: {}", answer.head.len());
+    assert!(
+        !answer.head.contains("x-big"),
+        "the header leaked: {}",
+        answer.head.len()
+    );
     // The request itself was forwarded once, as sent.
     let forwarded = origin.requests();
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
@@ -248,15 +270,21 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut buf = Vec::new();
     let mut bodies = Vec::new();
     for _ in 0..3 {
-        let a = read_answer(&mut s, &mut buf).await.expect("an answer for each request");
+        let a = read_answer(&mut s, &mut buf)
+            .await
+            .expect("an answer for each request");
         assert_eq!(a.status, 200, "{a:?}");
         assert!(a.head.contains("connection: keep-alive"), "{a:?}");
         bodies.push(a.body);
     }
     assert_eq!(bodies, ["/one", "/two", "/three"]);
     // The connection is still usable.
-    s.write_all(b"GET /four HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
-    let a = read_answer(&mut s, &mut buf).await.expect("a fourth answer");
+    s.write_all(b"GET /four HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let a = read_answer(&mut s, &mut buf)
+        .await
+        .expect("a fourth answer");
     assert_eq!(a.body, "/four");
     let forwarded = origin.requests();
     assert_eq!(forwarded.len(), 4, "{forwarded:?}");
@@ -284,13 +312,21 @@ async fn expect_100_continue_keeps_the_connection() {
         assert!(n > 0, "closed before 100 Continue");
         buf.extend_from_slice(&chunk[..n]);
     }
-    assert!(buf.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        buf.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     s.write_all(b"hello").await.expect("write body");
     let a = read_answer(&mut s, &mut buf).await.expect("final answer");
     assert_eq!(a.status, 200);
     assert!(a.head.contains("connection: keep-alive"), "{a:?}");
-    s.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
-    let a = read_answer(&mut s, &mut buf).await.expect("answer on the same connection");
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let a = read_answer(&mut s, &mut buf)
+        .await
+        .expect("answer on the same connection");
     assert_eq!(a.body, "/after");
     let forwarded = origin.requests();
     assert_eq!(forwarded.len(), 2, "{forwarded:?}");
@@ -328,12 +364,21 @@ async fn a_slow_header_gets_408_and_an_idle_connection_is_closed() {
 
     // An idle keep-alive connection: closed after `keepalive`.
     let mut s = connect(&gw).await;
-    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let a = read_answer(&mut s, &mut Vec::new()).await.expect("answer");
     assert!(a.head.contains("connection: keep-alive"), "{a:?}");
     let idle = Instant::now();
-    assert!(closed_within(&mut s, DEADLINE).await, "idle connection kept open");
-    assert!(idle.elapsed() < Duration::from_secs(3), "closed after {:?}", idle.elapsed());
+    assert!(
+        closed_within(&mut s, DEADLINE).await,
+        "idle connection kept open"
+    );
+    assert!(
+        idle.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        idle.elapsed()
+    );
 
     // A body that stalls longer than `body`: 408.
     let mut s = connect(&gw).await;
@@ -394,7 +439,12 @@ async fn slowloris_is_cut_off_while_normal_requests_succeed() {
     }))
     .await;
     let failed: Vec<_> = normal.iter().filter(|r| !matches!(r, Ok(200))).collect();
-    assert!(failed.is_empty(), "{} normal requests failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} normal requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     let mut times = Vec::new();
     while let Some(t) = slow.join_next().await {
         times.push(t.expect("slow client task"));
@@ -437,10 +487,14 @@ async fn endless_headers_keep_memory_bounded() {
     let clients: Vec<_> = (0..100)
         .map(|_| {
             tokio::spawn(async move {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+                let mut s = TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
                 let mut sent = 0usize;
                 let line = format!("X-Endless: {}\r\n", "e".repeat(1000));
-                s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n").await.ok();
+                s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .ok();
                 // Until the gateway cuts the connection (or 4 MiB went out).
                 while sent < 4 * 1024 * 1024 {
                     if s.write_all(line.as_bytes()).await.is_err() {
@@ -472,9 +526,23 @@ async fn endless_headers_keep_memory_bounded() {
     );
     // The kernel buffers some of what a client sent; but not the megabytes a 1 MiB limit
     // would let through per connection.
-    assert!(most_sent < 4 * 1024 * 1024, "a client sent {most_sent} bytes unhindered");
-    assert_eq!(origin.requests().iter().filter(|r| r.contains("/warm")).count(), 5);
-    assert_eq!(origin.requests().len(), 5, "an endless header was forwarded");
+    assert!(
+        most_sent < 4 * 1024 * 1024,
+        "a client sent {most_sent} bytes unhindered"
+    );
+    assert_eq!(
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/warm"))
+            .count(),
+        5
+    );
+    assert_eq!(
+        origin.requests().len(),
+        5,
+        "an endless header was forwarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,14 +551,18 @@ async fn connections_past_max_connections_are_closed_at_once() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = connect(&gw).await;
-        s.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        s.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
         let a = read_answer(&mut s, &mut Vec::new()).await.expect("served");
         assert_eq!(a.status, 200);
         held.push(s);
     }
     // A fourth: closed without an answer, long before any timeout.
     let mut extra = connect(&gw).await;
-    let _ = extra.write_all(b"GET /extra HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = extra
+        .write_all(b"GET /extra HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut buf = Vec::new();
     let answered = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf)).await;
     assert!(
@@ -499,16 +571,22 @@ async fn connections_past_max_connections_are_closed_at_once() {
     );
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     assert!(
-        eventually(DEADLINE, || async { gw.log_count("max_connections (3) reached") >= 1 }).await,
+        eventually(DEADLINE, || async {
+            gw.log_count("max_connections (3) reached") >= 1
+        })
+        .await,
         "no log line; log:\n{}",
         gw.log()
     );
     // A slot frees when a connection ends.
     drop(held.pop());
     let served = eventually(DEADLINE, || async {
-        exchange(&gw, b"GET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .is_some_and(|a| a.status == 200)
+        exchange(
+            &gw,
+            b"GET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .is_some_and(|a| a.status == 200)
     })
     .await;
     assert!(served);

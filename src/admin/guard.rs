@@ -55,10 +55,7 @@ impl AdminGuard {
                 ));
             }
         }
-        let read = matches!(
-            caller.method,
-            Method::GET | Method::HEAD | Method::OPTIONS
-        );
+        let read = matches!(caller.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if let (false, Some(origin)) = (read, caller.origin) {
             let same_origin = caller.host.is_some_and(|host| {
                 ["http://", "https://"].iter().any(|scheme| {
@@ -148,7 +145,12 @@ mod tests {
                 "{host}"
             );
         }
-        for host in ["evil.example", "evil.example:8081", "10.9.9.9", "localhost.evil"] {
+        for host in [
+            "evil.example",
+            "evil.example:8081",
+            "10.9.9.9",
+            "localhost.evil",
+        ] {
             assert_eq!(
                 status(g.check(&caller(Method::GET, Some(host), None))),
                 421,

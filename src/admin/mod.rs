@@ -64,10 +64,9 @@ impl ServeHttp for AdminApi {
                 self.handle(req).await
             }
             // A transport limit, answered whoever asks and wherever: nothing over it is read.
-            Body::TooLarge => AdminResponse::error(
-                413,
-                format!("request body over {} KiB", MAX_BODY / 1024),
-            ),
+            Body::TooLarge => {
+                AdminResponse::error(413, format!("request body over {} KiB", MAX_BODY / 1024))
+            }
             Body::TimedOut => AdminResponse::error(
                 408,
                 format!(

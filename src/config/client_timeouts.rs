@@ -58,7 +58,45 @@ pub(crate) fn client_timeouts(
     let default = ClientTimeouts::default();
     Ok(ClientTimeouts {
         header: duration("client_timeouts.header", raw.header, default.header)?,
-        keepalive: duration("client_timeouts.keepalive", raw.keepalive, default.keepalive)?,
+        keepalive: duration(
+            "client_timeouts.keepalive",
+            raw.keepalive,
+            default.keepalive,
+        )?,
         body: duration("client_timeouts.body", raw.body, default.body)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_text("").expect("valid");
+        assert_eq!(c.client_timeouts, super::ClientTimeouts::default());
+        let c = Config::from_text("client_timeouts: {header: 2s, keepalive: 1500ms, body: 5}")
+            .expect("valid");
+        assert_eq!(c.client_timeouts.header, Duration::from_secs(2));
+        assert_eq!(c.client_timeouts.keepalive_secs(), 2, "rounded up");
+        assert_eq!(c.client_timeouts.body, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("client_timeouts: {header: 0s}", "client_timeouts.header"),
+            (
+                "client_timeouts: {keepalive: soon}",
+                "client_timeouts.keepalive",
+            ),
+            ("client_timeouts: {body: -1}", "client_timeouts.body"),
+            ("client_timeouts: {idle: 1s}", "unknown key"),
+        ] {
+            let e = Config::from_text(text).map_or_else(|e| e.to_string(), |_| String::new());
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -55,7 +55,11 @@ fn size(key: &str, raw: Option<RawSize>, default: usize) -> Result<usize, Config
 pub(crate) fn limits(raw: Option<FileLimits>) -> Result<Limits, ConfigError> {
     let raw = raw.unwrap_or_default();
     let default = Limits::default();
-    let header_bytes = size("limits.header_bytes", raw.header_bytes, default.header_bytes)?;
+    let header_bytes = size(
+        "limits.header_bytes",
+        raw.header_bytes,
+        default.header_bytes,
+    )?;
     if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header_bytes) {
         return err(
             "limits.header_bytes",
@@ -99,4 +103,57 @@ pub(crate) fn limits(raw: Option<FileLimits>) -> Result<Limits, ConfigError> {
         headers,
         uri_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(text: &str) -> String {
+        Config::from_text(text)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_sizes_in_words_or_bytes() {
+        let c = Config::from_text("").expect("valid");
+        assert_eq!(c.limits, super::Limits::default());
+        let c = Config::from_text("limits: {header_bytes: 16KiB, headers: 50, uri_bytes: 4096}")
+            .expect("valid");
+        assert_eq!(
+            (c.limits.header_bytes, c.limits.headers, c.limits.uri_bytes),
+            (16 * 1024, 50, 4096)
+        );
+        // A header limit below the default URI limit takes the URI limit down with it.
+        let c = Config::from_text("limits: {header_bytes: 4KiB}").expect("valid");
+        assert_eq!(c.limits.uri_bytes, 4096);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            (
+                "limits: {header_bytes: 2MiB}",
+                "limits.header_bytes: 2MiB is out of range",
+            ),
+            (
+                "limits: {header_bytes: 12 parsecs}",
+                "limits.header_bytes: invalid size",
+            ),
+            ("limits: {headers: 0}", "limits.headers: 0 is out of range"),
+            (
+                "limits: {headers: 300}",
+                "limits.headers: 300 is out of range",
+            ),
+            (
+                "limits: {uri_bytes: 64KiB}",
+                "limits.uri_bytes: 64KiB is out of range",
+            ),
+            ("limits: {uri: 1}", "unknown key"),
+        ] {
+            let e = error(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -13,19 +13,19 @@ mod client_timeouts;
 mod connections;
 mod error;
 mod limits;
-mod size;
 mod parse;
 mod sections;
+mod size;
 mod strategy;
 mod validate;
 
 pub use backend::{backend_entry, BackendSpec};
 pub use client_timeouts::ClientTimeouts;
 pub use connections::default_max_connections;
-pub use limits::Limits;
-pub use size::{format_size, parse_size};
 pub use error::ConfigError;
+pub use limits::Limits;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
+pub use size::{format_size, parse_size};
 pub use strategy::StrategyKind;
 
 use std::net::SocketAddr;

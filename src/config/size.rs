@@ -117,7 +117,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_the_value_named() {
-        for bad in ["", "KiB", "32 parsecs", "-1", "1.5KiB", "99999999999999999999999"] {
+        for bad in [
+            "",
+            "KiB",
+            "32 parsecs",
+            "-1",
+            "1.5KiB",
+            "99999999999999999999999",
+        ] {
             let err = parse_size(bad).unwrap_err();
             assert!(err.contains("invalid size"), "{bad}: {err}");
         }

@@ -213,9 +213,9 @@ fn admin_hosts(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
         let is_ip = name.parse::<std::net::IpAddr>().is_ok();
         let is_name = !name.is_empty()
             && name.len() <= 253
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
         if !is_ip && !is_name {
             return err(
                 format!("admin.hosts[{i}]"),

@@ -80,7 +80,12 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize) -> bool {
 }
 
 /// Reads until `needle` is in `buf` after `from`; its position, or `None` when the peer closed.
-async fn fill_until(s: &mut TcpStream, buf: &mut Vec<u8>, from: usize, needle: &[u8]) -> Option<usize> {
+async fn fill_until(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    from: usize,
+    needle: &[u8],
+) -> Option<usize> {
     loop {
         if let Some(i) = find(&buf[from..], needle) {
             return Some(from + i);
@@ -100,11 +105,7 @@ async fn serve(mut s: TcpStream, recorded: Arc<Mutex<Vec<Vec<u8>>>>) {
         };
         let head_len = end + 4;
         let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
-        let path = head
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("/")
-            .to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         let header = |name: &str| {
             head.lines()
                 .filter_map(|l| l.split_once(':'))
@@ -122,8 +123,9 @@ async fn serve(mut s: TcpStream, recorded: Arc<Mutex<Vec<Vec<u8>>>>) {
                     return;
                 };
                 let size_text = String::from_utf8_lossy(&buf[at..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                    .unwrap_or(0);
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .unwrap_or(0);
                 at = line_end + 2 + size + 2;
                 if !fill(&mut s, &mut buf, at).await {
                     return;
@@ -134,7 +136,11 @@ async fn serve(mut s: TcpStream, recorded: Arc<Mutex<Vec<Vec<u8>>>>) {
             }
         } else {
             let length = header("content-length")
-                .and_then(|v| v.split(',').next().and_then(|n| n.trim().parse::<usize>().ok()))
+                .and_then(|v| {
+                    v.split(',')
+                        .next()
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                })
                 .unwrap_or(0);
             if !fill(&mut s, &mut buf, head_len + length).await {
                 return;

@@ -18,10 +18,7 @@ fn api(token: Option<&str>) -> AdminApi {
         control,
         metrics,
         token: token.map(str::to_owned),
-        guard: crate::admin::AdminGuard::new(
-            "127.0.0.1:8081".parse().expect("addr"),
-            Vec::new(),
-        ),
+        guard: crate::admin::AdminGuard::new("127.0.0.1:8081".parse().expect("addr"), Vec::new()),
     }
 }
 
@@ -151,7 +148,11 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
     let mut form = req(Method::POST, "/backends", "url=http://a:1");
     form.content_type = Some("application/x-www-form-urlencoded".into());
     assert_eq!(api.handle(form).await.status, 415);
-    let mut untyped = req(Method::POST, "/backends", r#"{"url": "http://127.0.0.1:7"}"#);
+    let mut untyped = req(
+        Method::POST,
+        "/backends",
+        r#"{"url": "http://127.0.0.1:7"}"#,
+    );
     untyped.content_type = None;
     assert_eq!(api.handle(untyped).await.status, 415);
     assert_eq!(pool_urls(&api), before);
