@@ -4747,3 +4747,167 @@ mod test_pipelining {
         assert!(prefix.is_empty());
     }
 }
+
+// PATCH(portico) request-header-limits, informational-keepalive: begin (vendor/PATCHES.md)
+#[cfg(test)]
+mod test_request_header_limits {
+    use super::*;
+    use tokio::io::{duplex, DuplexStream};
+
+    /// A session on one end of an in-memory pipe, with `limits`; the other end is the client.
+    fn session(limits: RequestHeaderLimits) -> (HttpSession, DuplexStream) {
+        let (server, client) = duplex(64 * 1024);
+        let mut s = HttpSession::new(Box::new(server));
+        s.set_request_header_limits(limits);
+        (s, client)
+    }
+
+    /// What the session answered, read until it closes its end.
+    async fn answer(mut client: DuplexStream, session: HttpSession) -> String {
+        drop(session);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn refused(limits: RequestHeaderLimits, request: &[u8]) -> (Error, String) {
+        let (mut s, mut client) = session(limits);
+        client.write_all(request).await.unwrap();
+        let e = *s.read_request().await.unwrap_err();
+        (e, answer(client, s).await)
+    }
+
+    #[tokio::test]
+    async fn header_past_max_bytes_is_431() {
+        let limits = RequestHeaderLimits {
+            max_bytes: 1024,
+            ..Default::default()
+        };
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2048));
+        let (e, out) = refused(limits, big.as_bytes()).await;
+        assert_eq!(e.etype(), &InvalidHTTPHeader);
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+        assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn too_many_header_lines_is_431() {
+        let limits = RequestHeaderLimits {
+            max_headers: 3,
+            ..Default::default()
+        };
+        let req = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        let (_, out) = refused(limits, req).await;
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+        // Past the parser's own bound as well.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..300 {
+            many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let (_, out) = refused(limits, &many).await;
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn long_target_is_414() {
+        let limits = RequestHeaderLimits {
+            max_uri_bytes: 64,
+            max_bytes: 1024,
+            ..Default::default()
+        };
+        let req = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(100));
+        let (_, out) = refused(limits, req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 414 "), "{out}");
+        // A request line longer than the whole header limit is a long target too.
+        let req = format!("GET /{}", "u".repeat(2048));
+        let (_, out) = refused(limits, req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 414 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn unfinished_header_gets_408_at_the_deadline() {
+        let limits = RequestHeaderLimits {
+            timeout: Some(Duration::from_millis(200)),
+            ..Default::default()
+        };
+        let (mut s, mut client) = session(limits);
+        // Idle first: the deadline only runs from the first byte.
+        let started = std::time::Instant::now();
+        let trickle = async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for b in b"GET / HTTP/1.1\r\nHost: x\r\n" {
+                client.write_all(&[*b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            client
+        };
+        let (res, client) = tokio::join!(s.read_request(), trickle);
+        let e = res.unwrap_err();
+        assert_eq!(e.etype(), &InvalidHTTPHeader);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(450), "cut off before its deadline: {took:?}");
+        let out = answer(client, s).await;
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn header_within_the_deadline_is_read() {
+        let limits = RequestHeaderLimits {
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let (mut s, mut client) = session(limits);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap().is_some());
+        assert_eq!(s.req_header().uri.path(), "/a");
+    }
+
+    #[tokio::test]
+    async fn illegal_request_line_is_refused_when_escaping_is_off() {
+        let limits = RequestHeaderLimits {
+            escape_illegal_request_line: false,
+            ..Default::default()
+        };
+        for line in [&b"GET /a b HTTP/1.1"[..], b"GET /a\x01b HTTP/1.1", b"GET /a\tb HTTP/1.1"] {
+            let mut req = line.to_vec();
+            req.extend_from_slice(b"\r\nHost: x\r\n\r\n");
+            let (e, out) = refused(limits, &req).await;
+            assert_eq!(e.etype(), &InvalidHTTPHeader);
+            // The caller answers 400 for InvalidHTTPHeader; the session wrote nothing.
+            assert_eq!(out, "");
+        }
+        // Pingora's default still escapes.
+        let (mut s, mut client) = session(RequestHeaderLimits::default());
+        client
+            .write_all(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap().is_some());
+        assert_eq!(s.req_header().uri.path(), "/a%20b");
+    }
+
+    #[tokio::test]
+    async fn interim_100_continue_keeps_the_connection() {
+        let (mut s, mut client) = session(RequestHeaderLimits::default());
+        client
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        s.read_request().await.unwrap();
+        assert!(s.will_keepalive());
+        s.write_continue_response().await.unwrap();
+        assert!(s.will_keepalive(), "100 Continue closed the connection");
+        client.write_all(b"hello").await.unwrap();
+        assert_eq!(s.read_body_bytes().await.unwrap().unwrap(), "hello");
+        let resp = ResponseHeader::build(200, None).unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        assert!(s.will_keepalive());
+    }
+}
+// PATCH(portico) request-header-limits, informational-keepalive: end
