@@ -49,7 +49,8 @@ impl ClientPolicy {
     }
 
     /// Applies the per-request settings to the client session: the keep-alive idle timeout
-    /// (Pingora keeps an HTTP/1.1 connection forever otherwise), the body stall timeout, and
+    /// (Pingora keeps an HTTP/1.1 connection forever otherwise), the body stall timeout (not
+    /// for upgrade requests), and
     /// pipelining (requests that arrive together are answered in order, not dropped).
     pub fn apply(&self, session: &mut Session) {
         // `None` means the connection closes after this request (client's `Connection: close`,
@@ -57,7 +58,11 @@ impl ClientPolicy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.timeouts.keepalive_secs()));
         }
-        session.set_read_timeout(Some(self.timeouts.body));
+        // Not for an upgrade (WebSocket): once switched, the same timeout would bound the
+        // tunnel's idle time, which is not a body stall.
+        if !session.is_upgrade_req() {
+            session.set_read_timeout(Some(self.timeouts.body));
+        }
         session.set_pipelining_enabled(true);
     }
 
