@@ -24,6 +24,8 @@ pub const PORTICO_KEYS: &[&str] = &[
     "client_timeouts",
     "limits",
     "max_connections",
+    "outlier_detection",
+    "slow_start",
 ];
 
 /// Portico's keys exactly as they appear in the file. Every field is raw: `validate` turns
@@ -49,6 +51,17 @@ pub struct FileConfig {
     pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
     pub limits: Option<super::limits::FileLimits>,
     pub max_connections: Option<i64>,
+    pub outlier_detection: Option<FileOutlier>,
+    pub slow_start: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_errors: Option<i64>,
+    pub base_ejection_time: Option<RawDuration>,
+    pub max_ejection_time: Option<RawDuration>,
+    pub max_ejection_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@ mod connections;
 mod error;
 mod limits;
 mod parse;
+mod resilience;
 mod sections;
 mod size;
 mod strategy;
@@ -61,12 +62,16 @@ pub struct Config {
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,
     pub access_log: bool,
-    /// How many other backends a request is tried on after a connect failure.
+    /// How many other backends a request is tried on after a backend failed it.
     pub retries: u32,
     pub client_timeouts: ClientTimeouts,
     pub limits: Limits,
     /// Most concurrent client connections across the proxy listeners.
     pub max_connections: usize,
+    /// Passive health: ejection of backends whose requests keep failing.
+    pub outlier: crate::backend::OutlierDetection,
+    /// How long a backend that becomes UP takes to ramp to its full share (zero: off).
+    pub slow_start: std::time::Duration,
 }
 
 impl Config {
