@@ -519,6 +519,7 @@ async fn endless_headers_keep_memory_bounded() {
         most_sent = most_sent.max(sent);
     }
     peak = peak.max(rss_kib(pid));
+    eprintln!("VmRSS idle {idle} KiB, peak {peak} KiB with 100 endless headers");
     assert_eq!(cut, 100, "every endless header is cut off");
     assert!(
         peak < idle + 50 * 1024,

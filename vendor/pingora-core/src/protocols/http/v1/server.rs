@@ -4905,6 +4905,7 @@ mod test_request_header_limits {
         assert!(s.will_keepalive(), "100 Continue closed the connection");
         client.write_all(b"hello").await.unwrap();
         assert_eq!(s.read_body_bytes().await.unwrap().unwrap(), "hello");
+        assert!(s.read_body_bytes().await.unwrap().is_none());
         let resp = ResponseHeader::build(200, None).unwrap();
         s.write_response_header(Box::new(resp)).await.unwrap();
         assert!(s.will_keepalive());
