@@ -104,8 +104,13 @@ async fn serve(mut s: TcpStream, recorded: Arc<Mutex<Vec<Vec<u8>>>>) {
             return;
         };
         let head_len = end + 4;
-        let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let raw_head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+        let path = raw_head
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let head = raw_head.to_ascii_lowercase();
         let header = |name: &str| {
             head.lines()
                 .filter_map(|l| l.split_once(':'))
