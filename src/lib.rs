@@ -6,7 +6,9 @@ pub mod admin;
 pub mod backend;
 pub mod balancer;
 pub mod cli;
+pub mod client_policy;
 pub mod config;
+pub mod connection_limit;
 pub mod control;
 pub mod demo;
 pub mod grpc_reply;
@@ -30,7 +32,9 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
 use crate::balancer::{strategy, Balancer, Replanner};
+use crate::client_policy::ClientPolicy;
 use crate::config::{BackendSpec, Config};
+use crate::connection_limit::{ConnectionCounter, ConnectionLimit};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
 use crate::metrics::Metrics;
@@ -162,6 +166,10 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         boot
     };
 
+    let policy = ClientPolicy {
+        timeouts: conf.client_timeouts,
+        limits: conf.limits,
+    };
     let settings = |tls: bool| ProxySettings {
         retries: conf.retries,
         access_log: conf.access_log,
@@ -170,31 +178,37 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         websocket_idle: conf.timeouts.websocket_idle,
         sticky_cookie: conf.sticky_cookie.clone(),
         tls,
+        client: policy,
     };
-    // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
-    // listener reads the first bytes and hands the connection to one of two proxies.
-    let plain = |h2c: bool| {
+    // One cap for the HTTP and HTTPS listeners together.
+    let connections = ConnectionCounter::new(conf.max_connections);
+    let server_conf = server.configuration.clone();
+    let http_proxy = |tls: bool, h2c: bool| {
         let mut proxy = pingora::proxy::http_proxy(
-            &server.configuration,
-            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
+            &server_conf,
+            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(tls)),
         );
-        let mut options = pingora::apps::HttpServerOptions::default();
+        let mut options = server_options(&policy);
         options.h2c = h2c;
         proxy.server_options = Some(options);
         proxy
     };
+    // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
+    // listener reads the first bytes and hands the connection to one of two proxies.
     let mut proxy = Service::new(
         "proxy".to_string(),
-        listener::PlainListener::new(plain(false), plain(true)),
+        ConnectionLimit::new(
+            listener::PlainListener::new(http_proxy(false, false), http_proxy(false, true)),
+            connections.clone(),
+        ),
     );
     proxy.add_tcp(&conf.listen.to_string());
     server.add_service(proxy).add_dependency(&boot);
 
     if let Some(tls) = &conf.tls {
-        let mut https = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(true)),
-            "proxy-tls",
+        let mut https = Service::new(
+            "proxy-tls".to_string(),
+            ConnectionLimit::new(http_proxy(true, false), connections.clone()),
         );
         https.add_tls_with_settings(&tls.listen.to_string(), None, tls::tls_settings(tls)?);
         server.add_service(https).add_dependency(&boot);
@@ -204,7 +218,11 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         control: p.control.clone(),
         metrics: p.metrics.clone(),
         token: conf.admin.token.clone(),
+        guard: admin::AdminGuard::new(conf.admin.listen, conf.admin.hosts.clone()),
     };
+    // The admin API reads request headers under the same limits as the proxy.
+    let mut api = pingora::apps::http_app::HttpServer::new_app(api);
+    api.server_options = Some(server_options(&policy));
     let mut admin = Service::new("admin".to_string(), api);
     admin.add_tcp(&conf.admin.listen.to_string());
     server.add_service(admin).add_dependency(&boot);
@@ -224,6 +242,13 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         }
     }
     Ok(server)
+}
+
+/// Pingora's per-listener HTTP options: the request-header limits of `policy`.
+fn server_options(policy: &ClientPolicy) -> pingora::apps::HttpServerOptions {
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h1_request_header_limits = policy.header_limits();
+    options
 }
 
 /// Fails when a listen address is already taken (Pingora would panic in a worker thread and

@@ -20,6 +20,7 @@ use pingora::ErrorSource;
 use crate::backend::Observation;
 use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
+use crate::client_policy::{single_content_length, ClientPolicy};
 use crate::config::{format_duration, StrategyKind};
 use crate::grpc_reply;
 use crate::health::probe_reason;
@@ -48,6 +49,8 @@ pub struct ProxySettings {
     pub sticky_cookie: String,
     /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
     pub tls: bool,
+    /// Client timeouts and limits.
+    pub client: ClientPolicy,
 }
 
 pub struct Proxy {
@@ -122,6 +125,26 @@ impl ProxyHttp for Proxy {
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// Applies the client policy (keep-alive and body timeouts, pipelining) and refuses, with
+    /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
+    /// on (see [`ClientPolicy::check_request`]).
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        self.settings.client.apply(session);
+        let Err(refusal) = self.settings.client.check_request(session.req_header()) else {
+            return Ok(false);
+        };
+        // The request body, if any, is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        let body = Bytes::from(format!(
+            "{{\"error\": {}}}\n",
+            json_string(&refusal.message)
+        ));
+        let resp = json_header(refusal.status, body.len())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
 
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
     /// released and remembered. No ready backend: a 503 error, or a 502 when backends were
@@ -201,18 +224,31 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             req.insert_header("X-Forwarded-Host", host)?;
         }
+        // `Content-Length: 5, 5` (or the line twice) goes on as one value: a lenient backend
+        // must not be left to interpret a list.
+        if let Some(length) = single_content_length(req) {
+            req.insert_header(http::header::CONTENT_LENGTH, length)?;
+        }
         Ok(())
     }
 
-    /// Records the backend's latency (to the response header) and whether the answer is a
-    /// failure (5xx, toward outlier ejection); drops hop-by-hop headers from the backend's
-    /// response (not from a 101 upgrade).
+    /// Refuses a backend response header over `limits.header_bytes` (a 502); records the
+    /// backend's latency (to the response header) and whether the answer is a failure (5xx,
+    /// toward outlier ejection); drops hop-by-hop headers from the backend's response (not
+    /// from a 101 upgrade).
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !self.settings.client.response_header_fits(resp) {
+            return Err(Error::explain(
+                InvalidHTTPHeader,
+                self.settings.client.response_header_message(),
+            )
+            .into_up());
+        }
         if let Some(lease) = &ctx.lease {
             let backend = lease.backend().clone();
             backend.observe_latency(ctx.picked.elapsed());

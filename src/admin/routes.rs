@@ -7,6 +7,7 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::guard::{AdminGuard, Caller};
 use crate::backend::Backend;
 use crate::balancer::PoolError;
 use crate::config::{BackendSpec, BackendUrl, Protocol};
@@ -28,6 +29,10 @@ pub struct AdminRequest {
     pub content_type: Option<String>,
     /// `None` when the body was larger than [`MAX_BODY`].
     pub body: Option<Vec<u8>>,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    /// The local address the client connected to.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 /// A response: status, body and the few headers the API sets.
@@ -78,19 +83,32 @@ impl AdminResponse {
 /// What the handlers need. With `token` set, every request but `GET /healthz`, `GET /readyz`
 /// and the static status page (`GET /`, `/ui`, `/ui/*`) needs `Authorization: Bearer <token>`
 /// (compared in constant time), else 401. The page holds no data: it asks for the token and
-/// sends it with its own requests.
+/// sends it with its own requests. Every request first passes the `guard` (its `Host` and,
+/// for writes, its `Origin`).
 pub struct AdminApi {
     pub control: std::sync::Arc<Control>,
     pub metrics: std::sync::Arc<Metrics>,
     pub token: Option<String>,
+    pub guard: AdminGuard,
 }
 
 impl AdminApi {
     /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
-    /// 400 (bad JSON, fields or URL), 401, 404 (no such path or backend), 405 (with `Allow`),
-    /// 409 (duplicate), 413 (body over [`MAX_BODY`]), 415 (not JSON), 500 (store failed) or
-    /// 503 (frozen during upgrade or shutdown); a refused change changes nothing.
+    /// 400 (bad JSON, fields or URL), 401, 403 (write from a foreign browser origin), 404 (no
+    /// such path or backend), 405 (with `Allow`), 409 (duplicate), 413 (body over
+    /// [`MAX_BODY`]), 415 (a body that is not said to be JSON), 421 (foreign `Host`), 500
+    /// (store failed) or 503 (frozen during upgrade or shutdown); a refused change changes
+    /// nothing.
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let caller = Caller {
+            method: req.method.clone(),
+            host: req.host.as_deref(),
+            origin: req.origin.as_deref(),
+            local_ip: req.local_ip,
+        };
+        if let Err(refused) = self.guard.check(&caller) {
+            return refused;
+        }
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
         let public = is_read(&req.method)
@@ -287,16 +305,23 @@ pub(super) fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResp
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    if let Some(ct) = &req.content_type {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
-            return Err(AdminResponse::error(
-                415,
-                format!("content type {mime:?} is not supported; send application/json"),
-            ));
-        }
+    // A body must say it is JSON: a browser sends a cross-site form or text/plain `POST`
+    // without asking first, but never one marked application/json.
+    let mime = req
+        .content_type
+        .as_deref()
+        .map(|ct| ct.split(';').next().unwrap_or("").trim());
+    match mime {
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(Some(body.clone())),
+        Some(m) => Err(AdminResponse::error(
+            415,
+            format!("content type {m:?} is not supported; send application/json"),
+        )),
+        None => Err(AdminResponse::error(
+            415,
+            "a request body needs Content-Type: application/json",
+        )),
     }
-    Ok(Some(body.clone()))
 }
 
 pub(super) fn control_error(e: ControlError) -> AdminResponse {

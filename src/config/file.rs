@@ -21,6 +21,9 @@ pub const PORTICO_KEYS: &[&str] = &[
     "sticky_secret",
     "access_log",
     "retries",
+    "client_timeouts",
+    "limits",
+    "max_connections",
     "outlier_detection",
     "slow_start",
 ];
@@ -45,6 +48,9 @@ pub struct FileConfig {
     pub sticky_secret: Option<String>,
     pub access_log: Option<bool>,
     pub retries: Option<i64>,
+    pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
+    pub limits: Option<super::limits::FileLimits>,
+    pub max_connections: Option<i64>,
     pub outlier_detection: Option<FileOutlier>,
     pub slow_start: Option<RawDuration>,
 }
@@ -81,6 +87,7 @@ pub struct FileTimeouts {
 pub struct FileAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,16 +9,24 @@ pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
 mod backend;
+mod client_timeouts;
+mod connections;
 mod error;
+mod limits;
 mod parse;
 mod resilience;
 mod sections;
+mod size;
 mod strategy;
 mod validate;
 
 pub use backend::{backend_entry, BackendSpec, Protocol};
+pub use client_timeouts::ClientTimeouts;
+pub use connections::default_max_connections;
 pub use error::ConfigError;
+pub use limits::Limits;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
+pub use size::{format_size, parse_size};
 pub use strategy::StrategyKind;
 
 use std::net::SocketAddr;
@@ -56,6 +64,10 @@ pub struct Config {
     pub access_log: bool,
     /// How many other backends a request is tried on after a backend failed it.
     pub retries: u32,
+    pub client_timeouts: ClientTimeouts,
+    pub limits: Limits,
+    /// Most concurrent client connections across the proxy listeners.
+    pub max_connections: usize,
     /// Passive health: ejection of backends whose requests keep failing.
     pub outlier: crate::backend::OutlierDetection,
     /// How long a backend that becomes UP takes to ramp to its full share (zero: off).

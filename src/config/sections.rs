@@ -32,6 +32,9 @@ pub struct Timeouts {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    /// Names, besides loopback names and the listener's address, that clients may use in
+    /// `Host` to reach the admin API (lower case, without port).
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -142,6 +142,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
             }
             t => t,
         },
+        hosts: admin_hosts(a.hosts.unwrap_or_default())?,
     };
 
     let tls = match raw.tls {
@@ -216,5 +217,30 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
                 _ => return err("retries", format!("{n} is out of range (0 to 16)")),
             },
         },
+        client_timeouts: super::client_timeouts::client_timeouts(raw.client_timeouts)?,
+        limits: super::limits::limits(raw.limits)?,
+        max_connections: super::connections::max_connections(raw.max_connections)?,
     })
+}
+
+/// Checks `admin.hosts`: each a host name or an IP address, without scheme, port or path.
+fn admin_hosts(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut hosts = Vec::with_capacity(raw.len());
+    for (i, host) in raw.into_iter().enumerate() {
+        let name = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        let is_name = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !is_ip && !is_name {
+            return err(
+                format!("admin.hosts[{i}]"),
+                format!("invalid host {host:?} (a name such as \"gateway.internal\" or an IP address, without port)"),
+            );
+        }
+        hosts.push(name.to_ascii_lowercase());
+    }
+    Ok(hosts)
 }

@@ -5,6 +5,7 @@
 pub mod closing;
 pub mod gateway;
 pub mod origin;
+pub mod recording;
 
 pub use closing::{Closing, ClosingOrigin};
 pub use gateway::{Gateway, GatewayBuilder};
