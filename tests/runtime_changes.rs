@@ -261,7 +261,7 @@ async fn exchange(conn: &mut TcpStream, request: &str) -> (u16, String) {
     read.expect("an answer in time")
 }
 
-const READYZ: &str = "GET /readyz HTTP/1.1\r\nHost: admin\r\n\r\n";
+const READYZ: &str = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_backends() {
