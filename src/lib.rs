@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod pool;
+pub mod preflight;
 pub mod proxy;
 pub mod store;
 pub mod tls;
@@ -54,6 +55,8 @@ pub struct Prepared {
     pub prober: Arc<Prober>,
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
+    /// Problems that do not stop start-up (a backend name that does not resolve yet).
+    pub warnings: Vec<String>,
 }
 
 /// Loads the stored pool (if any), resolves every backend and checks TLS files: everything
@@ -110,6 +113,7 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         prober,
         control,
         metrics,
+        warnings: Vec::new(),
     })
 }
 
