@@ -42,7 +42,8 @@ pub struct Control {
     balancer: Arc<Balancer>,
     prober: Arc<Prober>,
     store: Option<Arc<dyn PoolStore>>,
-    timeouts: Timeouts,
+    /// For new backends; a reload changes it (and the backends in the pool).
+    timeouts: std::sync::Mutex<Timeouts>,
     cookie_key: Vec<u8>,
     next_id: AtomicU64,
     frozen: AtomicBool,
@@ -63,7 +64,7 @@ impl Control {
             balancer,
             prober,
             store: store.map(Arc::from),
-            timeouts,
+            timeouts: std::sync::Mutex::new(timeouts),
             cookie_key,
             next_id: AtomicU64::new(1),
             frozen: AtomicBool::new(false),
@@ -95,7 +96,21 @@ impl Control {
     fn backend_at(&self, spec: &BackendSpec, addr: SocketAddr) -> Arc<Backend> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let token = cookie_token(&self.cookie_key, &spec.url.to_string());
-        Arc::new(Backend::new(id, spec, addr, &self.timeouts, token))
+        let timeouts = self
+            .timeouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Arc::new(Backend::new(id, spec, addr, &timeouts, token))
+    }
+
+    /// Uses `timeouts` for new backends and for new requests to every backend (a reload).
+    pub fn set_timeouts(&self, timeouts: &Timeouts) {
+        *self.timeouts.lock().unwrap_or_else(|p| p.into_inner()) = timeouts.clone();
+        let pool = self.balancer.snapshot().backends.clone();
+        for backend in pool.iter().chain(self.balancer.draining().iter()) {
+            backend.set_timeouts(timeouts);
+        }
     }
 
     /// Puts the initial pool in place (no persistence: it came from the store or the file).
@@ -126,31 +141,59 @@ impl Control {
         let Some(specs) = loaded.map_err(|e| ControlError::Store(e.to_string()))? else {
             return Ok(0);
         };
-        let mut added = Vec::new();
-        let mut changed = 0;
-        {
-            let _w = self.write.lock().await;
-            for current in self.balancer.snapshot().backends.iter() {
-                if !specs.contains(&current.spec()) {
-                    self.balancer.remove_backend(&current.url)?;
-                    changed += 1;
-                }
-            }
-            for spec in &specs {
-                if self.balancer.find(&spec.url).is_none() {
-                    let addr = resolve(&spec.url).await?;
-                    let backend = self.backend_at(spec, addr);
-                    self.balancer.add_backend(backend.clone())?;
-                    added.push(backend);
-                    changed += 1;
-                }
-            }
-        }
+        let changed = self.apply(&specs).await?;
         if changed > 0 {
             info!(
                 "{}: pool resynced ({changed} backends added or removed)",
                 self.describe_store()
             );
+        }
+        Ok(changed)
+    }
+
+    /// Makes the pool hold exactly `specs` (a configuration reload without a store, or a
+    /// resync from the store): backends not in `specs` are removed (their requests in flight
+    /// finish), new ones are added and probed at once (traffic only once a probe passes), a
+    /// changed weight replaces the backend. Nothing is stored. Returns how many backends were
+    /// added or removed. On error the pool may be partly changed, but every backend in it is
+    /// valid.
+    pub async fn apply(&self, specs: &[BackendSpec]) -> Result<usize, ControlError> {
+        let mut added = Vec::new();
+        let mut changed = 0;
+        {
+            let _w = self.write.lock().await;
+            if self.frozen.load(Ordering::SeqCst) {
+                return Err(ControlError::Frozen);
+            }
+            let current = self.balancer.snapshot();
+            let mut remove = Vec::new();
+            let mut join = Vec::new();
+            for backend in current.backends.iter() {
+                match specs.iter().find(|s| s.url == backend.url) {
+                    None => {
+                        remove.push(backend.id);
+                        changed += 1;
+                    }
+                    Some(spec) if spec.weight != backend.weight => {
+                        let replacement = self.backend_at(spec, backend.addr);
+                        replacement.inherit_health(backend);
+                        remove.push(backend.id);
+                        join.push(replacement);
+                        changed += 2;
+                    }
+                    Some(_) => {}
+                }
+            }
+            for spec in specs {
+                if !current.backends.iter().any(|b| b.url == spec.url) {
+                    let addr = resolve(&spec.url).await?;
+                    let backend = self.backend_at(spec, addr);
+                    join.push(backend.clone());
+                    added.push(backend);
+                    changed += 1;
+                }
+            }
+            self.balancer.swap_members(&remove, join);
         }
         for backend in added {
             let seen = self.prober.probe(&backend).await;

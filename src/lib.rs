@@ -15,11 +15,14 @@ pub mod metrics;
 pub mod pool;
 pub mod preflight;
 pub mod proxy;
+pub mod reload;
+pub mod signals;
 pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use log::info;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -32,7 +35,7 @@ use crate::config::{BackendSpec, Config};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxySettings};
+use crate::proxy::{Proxy, ProxySettings, SharedSettings};
 use crate::store::{FileStore, PoolStore};
 
 /// A start-up failure, with what failed and why.
@@ -41,11 +44,13 @@ use crate::store::{FileStore, PoolStore};
 pub struct BuildError(pub String);
 
 /// How the process was asked to run (from the command line).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct RunOptions {
     pub upgrade: bool,
     pub daemon: bool,
     pub demo: bool,
+    /// The configuration file, re-read on `SIGHUP`; `None` for a built-in configuration.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Everything built from the configuration before any socket is bound.
@@ -132,6 +137,9 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         test: false,
         conf: None,
     };
+    // Before the server keys move into Pingora: the reloader compares against all of them.
+    let in_force = p.config.effective(false);
+    let error_log = p.config.server.error_log.clone().filter(|_| opts.daemon);
     let server_conf = std::mem::take(&mut p.config.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
 
@@ -139,6 +147,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let conf = &p.config;
 
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
+    let health_interval = checker.interval_handle();
     let health = server.add_service(background_service("health checker", checker));
     // Bootstrap (with `-u`: receive the listening sockets; with `-d` and
     // `daemon_wait_for_ready`: release the waiting parent) runs after the first health round,
@@ -156,17 +165,15 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         boot
     };
 
-    let settings = |tls: bool| ProxySettings {
-        retries: conf.retries,
-        access_log: conf.access_log,
-        connect_timeout: conf.timeouts.connect,
-        read_timeout: conf.timeouts.read,
-        sticky_cookie: conf.sticky_cookie.clone(),
-        tls,
-    };
+    let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(proxy_settings(conf)));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
+        Proxy::new(
+            p.balancer.clone(),
+            p.metrics.clone(),
+            settings.clone(),
+            false,
+        ),
         "proxy",
     );
     proxy.add_tcp(&conf.listen.to_string());
@@ -175,7 +182,12 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     if let Some(tls) = &conf.tls {
         let mut https = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
-            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(true)),
+            Proxy::new(
+                p.balancer.clone(),
+                p.metrics.clone(),
+                settings.clone(),
+                true,
+            ),
             "proxy-tls",
         );
         https.add_tls_with_settings(&tls.listen.to_string(), None, tls::tls_settings(tls)?);
@@ -190,6 +202,19 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let mut admin = Service::new("admin".to_string(), api);
     admin.add_tcp(&conf.admin.listen.to_string());
     server.add_service(admin).add_dependency(&boot);
+
+    let reloader = opts.config_path.clone().map(|path| {
+        let live = reload::Live {
+            balancer: p.balancer.clone(),
+            prober: p.prober.clone(),
+            control: p.control.clone(),
+            settings: settings.clone(),
+            health_interval,
+        };
+        Arc::new(reload::Reloader::new(path, in_force, live))
+    });
+    let signals = signals::Signals::new(reloader, error_log);
+    server.add_service(background_service("signals", signals));
 
     let pid_file = server.configuration.pid_file.clone().into();
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
@@ -206,6 +231,17 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         }
     }
     Ok(server)
+}
+
+/// The proxy's settings from `conf` (at start-up and on every reload).
+pub fn proxy_settings(conf: &Config) -> ProxySettings {
+    ProxySettings {
+        retries: conf.retries,
+        access_log: conf.access_log,
+        connect_timeout: conf.timeouts.connect,
+        read_timeout: conf.timeouts.read,
+        sticky_cookie: conf.sticky_cookie.clone(),
+    }
 }
 
 /// Fails when a listen address is already taken (Pingora would panic in a worker thread and

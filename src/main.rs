@@ -43,10 +43,12 @@ fn main() -> ExitCode {
     if cli.test {
         return check(config, &path);
     }
+    let built_in = cli.demo && cli.conf.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists();
     let opts = RunOptions {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         demo: cli.demo,
+        config_path: (!built_in).then(|| path.clone()),
     };
     let server = match portico::build(config, opts) {
         Ok(s) => s,

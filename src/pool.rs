@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
@@ -26,7 +27,8 @@ pub struct Backend {
     pub weight: u32,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
-    peer: HttpPeer,
+    /// Swapped whole when a reload changes `timeouts`.
+    peer: ArcSwap<HttpPeer>,
     alive: AtomicBool,
     enabled: AtomicBool,
     in_flight: AtomicU64,
@@ -63,9 +65,7 @@ impl Backend {
             String::new()
         };
         let mut peer = HttpPeer::new(addr, tls, sni);
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.total_connection_timeout = Some(timeouts.connect * 2);
-        peer.options.read_timeout = Some(timeouts.read);
+        set_peer_timeouts(&mut peer, timeouts);
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
         Backend {
@@ -75,7 +75,7 @@ impl Backend {
             addr,
             weight: spec.weight,
             cookie_token,
-            peer,
+            peer: ArcSwap::from_pointee(peer),
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
             in_flight: AtomicU64::new(0),
@@ -139,10 +139,24 @@ impl Backend {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes over `from`'s health (flag and record): a backend replaced by a reload (new
+    /// weight) keeps taking traffic without waiting for a probe.
+    pub fn inherit_health(&self, from: &Backend) {
+        *self.health() = from.health().clone();
+        self.set_alive(from.is_alive());
+    }
+
     /// A fresh peer for one request (Pingora takes it boxed).
     #[inline]
     pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.peer.clone())
+        Box::new(HttpPeer::clone(&self.peer.load()))
+    }
+
+    /// Uses `timeouts` for the connections of requests that start from now on (a reload).
+    pub fn set_timeouts(&self, timeouts: &Timeouts) {
+        let mut peer = HttpPeer::clone(&self.peer.load());
+        set_peer_timeouts(&mut peer, timeouts);
+        self.peer.store(Arc::new(peer));
     }
 
     /// The health record; poisoning is recovered, the record stays consistent field by field.
@@ -153,6 +167,12 @@ impl Backend {
     pub fn health_state(&self) -> Health {
         self.health().tracker.health()
     }
+}
+
+fn set_peer_timeouts(peer: &mut HttpPeer, timeouts: &Timeouts) {
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect * 2);
+    peer.options.read_timeout = Some(timeouts.read);
 }
 
 /// A request's claim on a backend: +1 in flight when taken, -1 when dropped, whatever path

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::info;
@@ -35,35 +36,40 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Per-proxy settings fixed at start-up.
+/// The proxy's settings from the configuration, shared by the listeners. A reload swaps them
+/// whole ([`SharedSettings`]); each request reads them once per phase, lock-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub retries: u32,
     pub access_log: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub sticky_cookie: String,
-    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
-    pub tls: bool,
 }
+
+/// The proxy settings in force, swapped by a configuration reload.
+pub type SharedSettings = Arc<ArcSwap<ProxySettings>>;
 
 pub struct Proxy {
     balancer: Arc<Balancer>,
     metrics: Arc<Metrics>,
-    settings: ProxySettings,
-    cookie_mode: bool,
-    /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
-    /// before selection.
-    ip_mode: bool,
+    settings: SharedSettings,
+    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
+    tls: bool,
 }
 
 impl Proxy {
-    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        metrics: Arc<Metrics>,
+        settings: SharedSettings,
+        tls: bool,
+    ) -> Proxy {
         Proxy {
-            cookie_mode: balancer.kind() == StrategyKind::Cookie,
-            ip_mode: balancer.kind() == StrategyKind::IpHash,
             balancer,
             metrics,
             settings,
+            tls,
         }
     }
 }
@@ -106,13 +112,19 @@ impl ProxyHttp for Proxy {
         if let Some(previous) = ctx.lease.take() {
             ctx.tried.insert(previous.backend().id);
         }
-        let cookie = if self.cookie_mode {
-            find_cookie(session.req_header(), &self.settings.sticky_cookie)
+        // The strategy may change with a reload: read it once here. Should it change before
+        // the pick, the pick still succeeds (without the cookie or address it would have used).
+        let kind = self.balancer.kind();
+        let cookie_mode = kind == StrategyKind::Cookie;
+        let settings = self.settings.load();
+        let cookie = if cookie_mode {
+            find_cookie(session.req_header(), &settings.sticky_cookie)
         } else {
             None
         };
         let key = RequestKey {
-            client_ip: if self.ip_mode {
+            // Only `ip-hash` hashes the client's address: only then is it looked up.
+            client_ip: if kind == StrategyKind::IpHash {
                 client_ip(session)
             } else {
                 None
@@ -123,7 +135,7 @@ impl ProxyHttp for Proxy {
             return Error::e_explain(HTTPStatus(503), "no backend available");
         };
         let backend = lease.backend();
-        ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
+        ctx.set_cookie = cookie_mode && cookie != Some(backend.cookie_token.as_str());
         let peer = backend.peer();
         ctx.lease = Some(lease);
         Ok(peer)
@@ -143,7 +155,7 @@ impl ProxyHttp for Proxy {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
-        let proto = if self.settings.tls { "https" } else { "http" };
+        let proto = if self.tls { "https" } else { "http" };
         req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
         let host = req
             .headers
@@ -183,10 +195,10 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
-                let secure = if self.settings.tls { "; Secure" } else { "" };
+                let secure = if self.tls { "; Secure" } else { "" };
                 let value = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    self.settings.sticky_cookie,
+                    self.settings.load().sticky_cookie,
                     lease.backend().cookie_token
                 );
                 resp.append_header("Set-Cookie", value)?;
@@ -211,13 +223,13 @@ impl ProxyHttp for Proxy {
                 e.etype(),
                 ConnectRefused | ConnectTimedout | ConnectNoRoute | ConnectError
             ) {
-                let reason = probe_reason(&e, self.settings.connect_timeout);
+                let reason = probe_reason(&e, self.settings.load().connect_timeout);
                 self.balancer
                     .set_backend_status(backend, Observation::Refused(reason));
             }
         }
         // `tried` holds the backends that failed before this one: attempts = 1 + retries.
-        e.set_retry(ctx.tried.len() < self.settings.retries as usize);
+        e.set_retry(ctx.tried.len() < self.settings.load().retries as usize);
         e
     }
 
@@ -236,7 +248,7 @@ impl ProxyHttp for Proxy {
                 504,
                 format!(
                     "backend did not answer within {}",
-                    format_duration(self.settings.read_timeout)
+                    format_duration(self.settings.load().read_timeout)
                 ),
             ),
             (
@@ -281,7 +293,7 @@ impl ProxyHttp for Proxy {
                 lease.backend().count_error();
             }
         }
-        if self.settings.access_log {
+        if self.settings.load().access_log {
             let req = session.req_header();
             let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
             let backend = ctx

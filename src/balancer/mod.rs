@@ -15,6 +15,7 @@ pub use weighted::{Weighted, WeightedSchedule};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -46,12 +47,15 @@ pub enum Plan {
     Cookie { tokens: HashMap<String, usize> },
 }
 
-/// The pool as one request sees it: backends in order, and the strategy's plan.
+/// The pool as one request sees it: backends in order, the strategy and its plan.
 pub struct Snapshot {
     /// Every backend in the pool, in the order they were added.
     pub backends: Vec<Arc<Backend>>,
     /// Derived from `backends` (and their health when the strategy says so).
     pub plan: Plan,
+    /// The strategy that made `plan`: swapped with it (a reload), so that a pick never meets a
+    /// plan made by another strategy.
+    pub strategy: Arc<dyn Strategy>,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
@@ -118,13 +122,12 @@ pub trait LoadBalancer: Send + Sync {
 /// Portico's load balancer over its own pool state.
 pub struct Balancer {
     snapshot: ArcSwap<Snapshot>,
-    strategy: Box<dyn Strategy>,
     /// Serialises writers (membership changes and re-plans); readers never take it.
     write: Mutex<()>,
     /// Removed backends that still have requests in flight.
     draining: Mutex<Vec<Arc<Backend>>>,
-    rise: u32,
-    fall: u32,
+    rise: AtomicU32,
+    fall: AtomicU32,
 }
 
 impl Balancer {
@@ -134,18 +137,59 @@ impl Balancer {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 backends: Vec::new(),
                 plan: strategy.plan(&[]),
+                strategy: Arc::from(strategy),
             }),
-            strategy,
             write: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
-            rise,
-            fall,
+            rise: AtomicU32::new(rise),
+            fall: AtomicU32::new(fall),
         }
     }
 
-    /// The configured strategy.
+    /// The strategy in force.
     pub fn kind(&self) -> StrategyKind {
-        self.strategy.kind()
+        self.snapshot.load().strategy.kind()
+    }
+
+    /// Replaces the strategy (a configuration reload): the next pick uses the new one, with a
+    /// plan it made; picks under way finish with the old one.
+    pub fn set_strategy(&self, strategy: Box<dyn Strategy>) {
+        let _w = lock(&self.write);
+        let backends = self.snapshot.load().backends.clone();
+        let plan = strategy.plan(&backends);
+        self.snapshot.store(Arc::new(Snapshot {
+            backends,
+            plan,
+            strategy: Arc::from(strategy),
+        }));
+    }
+
+    /// Changes membership in one step (one new snapshot): backends whose id is in `remove`
+    /// leave (as [`LoadBalancer::remove_backend`] does: no new request, their requests in
+    /// flight finish), `add` join. For a reload that changes weights and for DNS refreshes, so
+    /// that no pick ever sees a backend missing between its removal and its replacement.
+    pub fn swap_members(&self, remove: &[u64], add: Vec<Arc<Backend>>) {
+        let _w = lock(&self.write);
+        let current = self.snapshot.load();
+        let (gone, mut next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| remove.contains(&b.id));
+        next.extend(add);
+        self.publish(next);
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
+        }
+    }
+
+    /// Replaces the rise/fall thresholds for the next observations (a configuration reload).
+    pub fn set_rise_fall(&self, rise: u32, fall: u32) {
+        self.rise.store(rise, Ordering::Relaxed);
+        self.fall.store(fall, Ordering::Relaxed);
     }
 
     /// The current pool (cheap: one reference count).
@@ -183,8 +227,13 @@ impl Balancer {
     }
 
     fn publish(&self, backends: Vec<Arc<Backend>>) {
-        let plan = self.strategy.plan(&backends);
-        self.snapshot.store(Arc::new(Snapshot { backends, plan }));
+        let strategy = self.snapshot.load().strategy.clone();
+        let plan = strategy.plan(&backends);
+        self.snapshot.store(Arc::new(Snapshot {
+            backends,
+            plan,
+            strategy,
+        }));
     }
 
     fn replan(&self) {
@@ -202,7 +251,7 @@ impl LoadBalancer for Balancer {
     #[inline]
     fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease> {
         let snap = self.snapshot.load();
-        let index = self.strategy.pick(&snap, key, tried)?;
+        let index = snap.strategy.pick(&snap, key, tried)?;
         snap.backends.get(index).map(|b| Lease::new(b.clone()))
     }
 
@@ -242,9 +291,13 @@ impl LoadBalancer for Balancer {
             if !matches!(seen, Observation::Refused(_)) {
                 record.last_probe = Some(SystemTime::now());
             }
+            let (rise, fall) = (
+                self.rise.load(Ordering::Relaxed),
+                self.fall.load(Ordering::Relaxed),
+            );
             let transition = match &seen {
-                Observation::Passed => record.tracker.observe(true, self.rise, self.fall),
-                Observation::Failed(_) => record.tracker.observe(false, self.rise, self.fall),
+                Observation::Passed => record.tracker.observe(true, rise, fall),
+                Observation::Failed(_) => record.tracker.observe(false, rise, fall),
                 Observation::Refused(_) => record.tracker.force_down(),
             }?;
             record.changed_at = SystemTime::now();
@@ -261,7 +314,7 @@ impl LoadBalancer for Balancer {
             }
             transition
         };
-        if self.strategy.replan_on_health() && backend.is_enabled() {
+        if self.snapshot.load().strategy.replan_on_health() && backend.is_enabled() {
             self.replan();
         }
         Some(transition)
