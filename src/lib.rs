@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod dns;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
@@ -107,8 +108,31 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         config.timeouts.clone(),
         cookie_key,
     ));
+    // Host names are looked up now, all at once; one that does not resolve is no reason to
+    // refuse to start: its backend starts DOWN and the DNS refresh retries it.
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| s.url.host.clone())
+        .filter(|h| !dns::is_literal(h))
+        .collect();
+    let answers = if names.is_empty() {
+        Default::default()
+    } else {
+        dns::Resolver::lookup_blocking(&config.dns, &names)
+    };
+    let mut warnings = Vec::new();
+    for spec in &specs {
+        if let Some(Err(why)) = answers.get(&spec.url.host) {
+            warnings.push(format!(
+                "backends: cannot resolve {} ({why}); {} starts DOWN and is retried every \
+                 dns.refresh",
+                spec.url.host, spec.url
+            ));
+        }
+    }
+    control.set_resolver(dns::Resolver::new(&config.dns));
     control
-        .seed(&specs)
+        .seed(&specs, &answers)
         .map_err(|e| BuildError(format!("backends: {e}")))?;
     let metrics =
         Arc::new(Metrics::new(balancer.clone()).map_err(|e| BuildError(format!("metrics: {e}")))?);
@@ -118,7 +142,7 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         prober,
         control,
         metrics,
-        warnings: Vec::new(),
+        warnings,
     })
 }
 
@@ -127,6 +151,9 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
 /// only after the health checker's first round.
 pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let mut p = prepare(config)?;
+    for w in &p.warnings {
+        log::warn!("{w}");
+    }
     if !opts.upgrade {
         check_listeners_free(&p.config, opts.demo)?;
     }
@@ -203,6 +230,12 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     admin.add_tcp(&conf.admin.listen.to_string());
     server.add_service(admin).add_dependency(&boot);
 
+    let refresher = dns::DnsRefresher::new(p.control.clone(), conf.dns.refresh);
+    let dns_refresh = refresher.interval_handle();
+    server
+        .add_service(background_service("dns refresh", refresher))
+        .add_dependency(&boot);
+
     let reloader = opts.config_path.clone().map(|path| {
         let live = reload::Live {
             balancer: p.balancer.clone(),
@@ -210,6 +243,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
             control: p.control.clone(),
             settings: settings.clone(),
             health_interval,
+            dns_refresh,
         };
         Arc::new(reload::Reloader::new(path, in_force, live))
     });

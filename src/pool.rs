@@ -12,7 +12,11 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
 use crate::health::{Health, Tracker};
 
-/// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
+/// One endpoint of a backend: one socket address, with its own health, in-flight count and
+/// probes. A backend URL with an IP address is one endpoint; a URL with a host name is one
+/// endpoint per address the name resolves to, all sharing the URL (its identity is the pair
+/// `(url, addr)`), or one unresolved placeholder while the name resolves to nothing.
+/// Shared by the pool snapshot, leases in flight and the health checker.
 ///
 /// Two independent flags decide traffic: `alive` (set by health checks and by the proxy on a
 /// refused connection) and `enabled` (cleared when an operator removes it). A backend is
@@ -24,6 +28,9 @@ pub struct Backend {
     /// `url` as text, normalised (what `/status` and logs show).
     pub name: String,
     pub addr: SocketAddr,
+    /// `false` for the placeholder of a name that does not resolve: never probed, never ready,
+    /// DOWN with the reason; the DNS refresh replaces it once the name resolves.
+    pub resolved: bool,
     pub weight: u32,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
@@ -73,6 +80,7 @@ impl Backend {
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
+            resolved: true,
             weight: spec.weight,
             cookie_token,
             peer: ArcSwap::from_pointee(peer),
@@ -87,6 +95,38 @@ impl Backend {
                 reason: None,
                 last_probe: None,
             }),
+        }
+    }
+
+    /// The placeholder of `spec` whose host name does not resolve (`reason` says why): in the
+    /// pool so that `/status` shows it DOWN, never ready, never probed.
+    pub fn unresolved(
+        id: u64,
+        spec: &BackendSpec,
+        timeouts: &Timeouts,
+        cookie_token: String,
+        reason: String,
+    ) -> Backend {
+        let addr = SocketAddr::from(([0, 0, 0, 0], spec.url.port));
+        let mut backend = Backend::new(id, spec, addr, timeouts, cookie_token);
+        backend.resolved = false;
+        backend.enabled.store(false, Ordering::Relaxed);
+        {
+            let mut record = backend.health();
+            record.tracker.force_down();
+            record.reason = Some(reason);
+        }
+        backend
+    }
+
+    /// The URL, and the address when the host is a name: how logs name one endpoint.
+    pub fn label(&self) -> String {
+        if !self.resolved {
+            format!("{} (unresolved)", self.name)
+        } else if self.url.host.parse::<std::net::IpAddr>().is_ok() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.addr)
         }
     }
 

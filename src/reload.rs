@@ -29,6 +29,7 @@ pub const RELOADABLE: &[&str] = &[
     "access_log",
     "sticky_cookie",
     "backends",
+    "dns",
 ];
 
 /// The running parts a reload changes.
@@ -38,6 +39,8 @@ pub struct Live {
     pub control: Arc<Control>,
     pub settings: SharedSettings,
     pub health_interval: Arc<watch::Sender<Duration>>,
+    /// `dns.refresh` of the running DNS refresh loop.
+    pub dns_refresh: Arc<watch::Sender<Duration>>,
 }
 
 /// What a reload did.
@@ -177,6 +180,11 @@ impl Reloader {
             .any(|k| has(k))
         {
             live.settings.store(Arc::new(crate::proxy_settings(config)));
+        }
+        if has("dns") {
+            live.control
+                .set_resolver(crate::dns::Resolver::new(&config.dns));
+            live.dns_refresh.send_replace(config.dns.refresh);
         }
         if has("backends") {
             match live.control.store() {

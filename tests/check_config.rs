@@ -150,3 +150,24 @@ fn version_is_printed() {
         format!("portico {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_name_is_a_warning_not_an_error() {
+    let dns = support::dns::DnsServer::start("known.test", support::dns::Answer::NoSuchName).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{}dns: {{servers: [\"{}\"]}}\nbackends: [http://unknown.test:8080]\n",
+        files_in(dir.path()),
+        dns.addr
+    );
+    let path = write(dir.path(), "dns.yaml", &text);
+    let out = tokio::task::spawn_blocking(move || check_file(&path))
+        .await
+        .expect("check");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("cannot resolve unknown.test"),
+        "{err}"
+    );
+}

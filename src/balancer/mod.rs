@@ -258,7 +258,12 @@ impl LoadBalancer for Balancer {
     fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        if current.backends.iter().any(|b| b.url == backend.url) {
+        // One URL may have several endpoints (a name with several addresses).
+        if current
+            .backends
+            .iter()
+            .any(|b| b.url == backend.url && b.addr == backend.addr)
+        {
             return Err(PoolError::Duplicate(backend.name.clone()));
         }
         let mut next = current.backends.clone();
@@ -270,17 +275,23 @@ impl LoadBalancer for Balancer {
     fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        let Some(pos) = current.backends.iter().position(|b| &b.url == url) else {
+        // Every endpoint of the URL leaves; the first one is returned.
+        let (gone, next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| &b.url == url);
+        let Some(first) = gone.first().cloned() else {
             return Err(PoolError::NotFound(url.to_string()));
         };
-        let mut next = current.backends.clone();
-        let removed = next.remove(pos);
-        removed.disable();
         self.publish(next);
-        if removed.in_flight() > 0 {
-            lock(&self.draining).push(removed.clone());
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
         }
-        Ok(removed)
+        Ok(first)
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
@@ -304,11 +315,11 @@ impl LoadBalancer for Balancer {
             backend.set_alive(record.tracker.health() == Health::Up);
             match (&seen, transition) {
                 (Observation::Failed(reason) | Observation::Refused(reason), Transition::Down) => {
-                    warn!("backend {} is DOWN ({reason})", backend.name);
+                    warn!("backend {} is DOWN ({reason})", backend.label());
                     record.reason = Some(reason.clone());
                 }
                 _ => {
-                    info!("backend {} is UP", backend.name);
+                    info!("backend {} is UP", backend.label());
                     record.reason = Some(record.tracker.up_reason());
                 }
             }

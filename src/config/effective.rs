@@ -84,6 +84,18 @@ impl Config {
         }
         put(&mut map, "access_log", self.access_log);
         put(&mut map, "retries", u64::from(self.retries));
+        let mut dns = Mapping::new();
+        if !self.dns.servers.is_empty() {
+            let servers: Vec<Value> = self
+                .dns
+                .servers
+                .iter()
+                .map(|s| Value::from(s.to_string()))
+                .collect();
+            put(&mut dns, "servers", servers);
+        }
+        put(&mut dns, "refresh", format_duration(self.dns.refresh));
+        put(&mut map, "dns", dns);
         map
     }
 

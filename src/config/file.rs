@@ -21,6 +21,7 @@ pub const PORTICO_KEYS: &[&str] = &[
     "sticky_secret",
     "access_log",
     "retries",
+    "dns",
 ];
 
 /// Portico's keys exactly as they appear in the file. Every field is raw: `validate` turns
@@ -43,6 +44,7 @@ pub struct FileConfig {
     pub sticky_secret: Option<String>,
     pub access_log: Option<bool>,
     pub retries: Option<i64>,
+    pub dns: Option<super::dns::FileDns>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@ pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
 mod backend;
+mod dns;
 mod effective;
 mod error;
 mod parse;
@@ -17,6 +18,7 @@ mod strategy;
 mod validate;
 
 pub use backend::{backend_entry, BackendSpec};
+pub use dns::{DnsConfig, DEFAULT_DNS_REFRESH};
 pub use effective::MASK;
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
@@ -57,6 +59,7 @@ pub struct Config {
     pub access_log: bool,
     /// How many other backends a request is tried on after a connect failure.
     pub retries: u32,
+    pub dns: DnsConfig,
 }
 
 impl Config {

@@ -250,6 +250,11 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         },
     };
 
+    let dns = super::dns::validate_dns(raw.dns).unwrap_or_else(|e| {
+        errors.0.extend(e);
+        Default::default()
+    });
+
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
@@ -267,5 +272,6 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         sticky_secret: raw.sticky_secret,
         access_log: raw.access_log.unwrap_or(true),
         retries,
+        dns,
     })
 }

@@ -106,7 +106,7 @@ impl HealthChecker {
     pub fn launch(&self, probes: &mut JoinSet<()>) -> usize {
         let snapshot = self.balancer.snapshot();
         let mut started = 0;
-        for backend in &snapshot.backends {
+        for backend in snapshot.backends.iter().filter(|b| b.resolved) {
             let Some(busy) = Busy::claim(&self.busy, backend.id) else {
                 continue;
             };

@@ -2,6 +2,7 @@
 //! launcher for the real `portico` binary with a temporary configuration, and `eventually`.
 #![allow(dead_code, unused_imports)]
 
+pub mod dns;
 pub mod gateway;
 pub mod origin;
 
