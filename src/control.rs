@@ -14,11 +14,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 
+use crate::backend::Backend;
 use crate::balancer::{cookie_token, Balancer, LoadBalancer, PoolError};
 use crate::config::{BackendSpec, BackendUrl, DnsConfig, Timeouts};
 use crate::dns::{self, Resolver};
 use crate::health::Prober;
-use crate::pool::Backend;
 use crate::store::PoolStore;
 
 /// What looking up one host name gave: its addresses, or why there are none.
@@ -168,6 +168,7 @@ impl Control {
                     .unwrap_or_else(|| Err("not looked up".into())),
             };
             for backend in self.endpoints_from(spec, answer) {
+                backend.no_ramp_on_first_up();
                 self.balancer
                     .add_backend(backend)
                     .map_err(|e| e.to_string())?;
@@ -178,12 +179,10 @@ impl Control {
 
     /// Probes new endpoints once and applies the verdicts (not placeholders, not removed ones).
     async fn probe_new(&self, backends: &[Arc<Backend>]) {
-        let probes = backends.iter().filter(|b| b.resolved).map(|b| async move {
-            let seen = self.prober.probe(b).await;
-            if b.is_enabled() {
-                self.balancer.set_backend_status(b, seen);
-            }
-        });
+        let probes = backends
+            .iter()
+            .filter(|b| b.resolved)
+            .map(|b| self.prober.probe_into(&self.balancer, b));
         futures::future::join_all(probes).await;
     }
 
@@ -217,7 +216,7 @@ impl Control {
     /// Makes the pool hold exactly `specs` (a configuration reload without a store, or a
     /// resync from the store): backends not in `specs` are removed (their requests in flight
     /// finish), new ones are added and probed at once (traffic only once a probe passes), a
-    /// changed weight replaces the backend. Nothing is stored. Returns how many backends were
+    /// changed weight is set in place (counted as a removal and an addition). Nothing is stored. Returns how many backends were
     /// added or removed. On error the pool may be partly changed, but every backend in it is
     /// valid.
     pub async fn apply(&self, specs: &[BackendSpec]) -> Result<usize, ControlError> {
@@ -242,23 +241,10 @@ impl Control {
                         remove.push(backend.id);
                         changed += usize::from(first);
                     }
-                    Some(spec) if spec.weight != backend.weight => {
-                        let replacement = if backend.resolved {
-                            self.backend_at(spec, backend.addr)
-                        } else {
-                            let why = backend.health().reason.clone().unwrap_or_default();
-                            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                            let token = backend.cookie_token.clone();
-                            let timeouts = self
-                                .timeouts
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .clone();
-                            Arc::new(Backend::unresolved(id, spec, &timeouts, token, why))
-                        };
-                        replacement.inherit_health(backend);
-                        remove.push(backend.id);
-                        join.push(replacement);
+                    Some(spec) if spec.weight != backend.weight() => {
+                        // In place: the endpoint keeps its health, connections and counters;
+                        // the new snapshot below replans with the new weight.
+                        backend.set_weight(spec.weight);
                         changed += 2 * usize::from(first);
                     }
                     Some(_) => {}
@@ -355,7 +341,7 @@ impl Control {
             .filter(|b| b.url == spec.url)
             .cloned()
             .collect();
-        if still.is_empty() || still.iter().any(|b| b.weight != spec.weight) {
+        if still.is_empty() || still.iter().any(|b| b.weight() != spec.weight) {
             return 0;
         }
         let remove: Vec<u64> = stale

@@ -30,6 +30,8 @@ pub const RELOADABLE: &[&str] = &[
     "sticky_cookie",
     "backends",
     "dns",
+    "outlier_detection",
+    "slow_start",
 ];
 
 /// The running parts a reload changes.
@@ -171,6 +173,10 @@ impl Reloader {
         }
         if has("health_check_frequency") {
             live.health_interval.send_replace(config.health.interval);
+        }
+        if has("outlier_detection") || has("slow_start") {
+            live.balancer
+                .set_resilience(config.outlier.clone(), config.slow_start);
         }
         if has("strategy") {
             live.balancer.set_strategy(strategy(config.strategy));

@@ -84,6 +84,30 @@ impl Config {
         }
         put(&mut map, "access_log", self.access_log);
         put(&mut map, "retries", u64::from(self.retries));
+        let o = &self.outlier;
+        let mut outlier = Mapping::new();
+        put(
+            &mut outlier,
+            "consecutive_errors",
+            u64::from(o.consecutive_errors),
+        );
+        put(
+            &mut outlier,
+            "base_ejection_time",
+            format_duration(o.base_ejection_time),
+        );
+        put(
+            &mut outlier,
+            "max_ejection_time",
+            format_duration(o.max_ejection_time),
+        );
+        put(
+            &mut outlier,
+            "max_ejection_percent",
+            u64::from(o.max_ejection_percent),
+        );
+        put(&mut map, "outlier_detection", outlier);
+        put(&mut map, "slow_start", format_duration(self.slow_start));
         let mut dns = Mapping::new();
         if !self.dns.servers.is_empty() {
             let servers: Vec<Value> = self

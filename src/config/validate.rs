@@ -14,20 +14,30 @@ use super::{
     Timeouts, TlsConfig,
 };
 
-fn duration(
+/// A duration that must be greater than zero.
+pub(super) fn duration(
     key: &str,
     raw: Option<RawDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let d = match raw {
-        None => return Ok(default),
-        Some(RawDuration::Seconds(s)) => Duration::from_secs(s),
-        Some(RawDuration::Text(t)) => parse_duration(&t).or_else(|m| err(key, m))?,
-    };
+    let d = duration_or_zero(key, raw, default)?;
     if d.is_zero() {
         return err(key, "must be greater than zero");
     }
     Ok(d)
+}
+
+/// A duration where zero is allowed (it turns the feature off).
+pub(super) fn duration_or_zero(
+    key: &str,
+    raw: Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(RawDuration::Seconds(s)) => Ok(Duration::from_secs(s)),
+        Some(RawDuration::Text(t)) => parse_duration(&t).or_else(|m| err(key, m)),
+    }
 }
 
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -250,6 +260,14 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         },
     };
 
+    let outlier = errors.or(
+        super::resilience::outlier(raw.outlier_detection),
+        Default::default(),
+    );
+    let slow_start = errors.or(
+        duration_or_zero("slow_start", raw.slow_start, Duration::ZERO),
+        Duration::ZERO,
+    );
     let dns = super::dns::validate_dns(raw.dns).unwrap_or_else(|e| {
         errors.0.extend(e);
         Default::default()
@@ -273,5 +291,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         access_log: raw.access_log.unwrap_or(true),
         retries,
         dns,
+        outlier,
+        slow_start,
     })
 }

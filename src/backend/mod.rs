@@ -1,26 +1,51 @@
-//! The backends of the pool: identity, health and enabled state, and the atomic in-flight
-//! count whose decrement is structural (a [`Lease`] dropped with the request's context).
+//! A backend of the pool and everything Portico knows about it, in one home below both the
+//! balancer (which picks among backends) and the active checker (which probes them): identity,
+//! the flags that decide traffic, health ([`health`]), what probes and the proxy observed
+//! ([`observe`]), outlier ejection ([`outlier`]), slow start ([`ramp`]), latency ([`ewma`]) and
+//! the in-flight count whose decrement is structural (a [`Lease`] dropped with the request).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use std::time::{Instant, SystemTime};
+
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
-use crate::health::{Health, Tracker};
+pub mod clock;
+mod ewma;
+mod health;
+mod lease;
+mod observe;
+mod outlier;
+mod ramp;
 
-/// One endpoint of a backend: one socket address, with its own health, in-flight count and
-/// probes. A backend URL with an IP address is one endpoint; a URL with a host name is one
-/// endpoint per address the name resolves to, all sharing the URL (its identity is the pair
-/// `(url, addr)`), or one unresolved placeholder while the name resolves to nothing.
-/// Shared by the pool snapshot, leases in flight and the health checker.
+pub use health::{Health, Tracker, Transition};
+pub use lease::{Lease, Tried};
+pub use observe::Observation;
+pub use outlier::OutlierDetection;
+
+/// How observations turn into health: `rise` passes bring a DOWN backend UP, `fall` failures
+/// take an UP one DOWN, and a backend that becomes UP ramps over `slow_start` (zero: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub rise: u32,
+    pub fall: u32,
+    pub slow_start: std::time::Duration,
+}
+
+/// One endpoint of a backend: one socket address, with its own health, in-flight count,
+/// probes, ejection and slow-start state. A backend URL with an IP address is one endpoint; a
+/// URL with a host name is one endpoint per address the name resolves to, all sharing the URL
+/// (an endpoint's identity is the pair `(url, addr)`), or one unresolved placeholder while the
+/// name resolves to nothing. Shared by the pool snapshot, leases in flight and the checker.
 ///
-/// Two independent flags decide traffic: `alive` (set by health checks and by the proxy on a
-/// refused connection) and `enabled` (cleared when an operator removes it). A backend is
-/// `ready` only when both hold.
+/// Three independent flags decide traffic: `alive` (set by health checks, by the proxy on a
+/// refused connection and by outlier ejection), `enabled` (cleared when an operator removes
+/// it) and `drained` (set by an operator who keeps it in the pool but sends it nothing new). A
+/// backend is `ready` only when it is alive, enabled and not drained.
 pub struct Backend {
     /// Unique for the life of the process, also across remove and re-add of the same URL.
     pub id: u64,
@@ -31,16 +56,31 @@ pub struct Backend {
     /// `false` for the placeholder of a name that does not resolve: never probed, never ready,
     /// DOWN with the reason; the DNS refresh replaces it once the name resolves.
     pub resolved: bool,
-    pub weight: u32,
+    weight: AtomicU32,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
     /// Swapped whole when a reload changes `timeouts`.
     peer: ArcSwap<HttpPeer>,
     alive: AtomicBool,
     enabled: AtomicBool,
-    in_flight: AtomicU64,
-    requests: AtomicU64,
+    drained: AtomicBool,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) requests: AtomicU64,
     errors: AtomicU64,
+    /// Failures in a row seen by the proxy (outlier detection); a success resets it.
+    consecutive_errors: AtomicU32,
+    /// Bumped at every passive DOWN: a probe stamped with an older value is stale.
+    probe_epoch: AtomicU64,
+    /// When the slow-start ramp began ([`clock::now_ns`]); 0 when not ramping.
+    up_since_ns: AtomicU64,
+    /// The length of the current ramp, in nanoseconds.
+    ramp_len_ns: AtomicU64,
+    /// Whether the first UP (from pending) ramps: not for the pool a process starts with,
+    /// which takes its first traffic all together (ramping everyone ramps no one).
+    ramp_first_up: AtomicBool,
+    /// Peak-EWMA latency (f64 bits, nanoseconds) and when it was last updated (0: never).
+    ewma_ns: AtomicU64,
+    ewma_at_ns: AtomicU64,
     health: Mutex<HealthRecord>,
 }
 
@@ -51,6 +91,13 @@ pub struct HealthRecord {
     pub changed_at: SystemTime,
     pub reason: Option<String>,
     pub last_probe: Option<SystemTime>,
+    /// Set while the backend is ejected: probes before this instant are ignored.
+    pub ejected_until: Option<Instant>,
+    /// Ejections in a row (the next ejection lasts `base x (this + 1)`, capped).
+    pub ejections: u32,
+    /// When the backend last came back from an ejection (resets `ejections` once it has stayed
+    /// back for the longest ejection time).
+    pub returned_at: Option<Instant>,
 }
 
 impl Backend {
@@ -81,19 +128,30 @@ impl Backend {
             url: spec.url.clone(),
             addr,
             resolved: true,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             cookie_token,
             peer: ArcSwap::from_pointee(peer),
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            consecutive_errors: AtomicU32::new(0),
+            probe_epoch: AtomicU64::new(0),
+            up_since_ns: AtomicU64::new(0),
+            ramp_len_ns: AtomicU64::new(0),
+            ramp_first_up: AtomicBool::new(true),
+            ewma_ns: AtomicU64::new(0),
+            ewma_at_ns: AtomicU64::new(0),
             health: Mutex::new(HealthRecord {
                 tracker: Tracker::default(),
                 changed_at: SystemTime::now(),
                 reason: None,
                 last_probe: None,
+                ejected_until: None,
+                ejections: 0,
+                returned_at: None,
             }),
         }
     }
@@ -133,14 +191,37 @@ impl Backend {
     pub fn spec(&self) -> BackendSpec {
         BackendSpec {
             url: self.url.clone(),
-            weight: self.weight,
+            weight: self.weight(),
         }
     }
 
-    /// Healthy and not removed: may receive new requests.
+    /// The configured weight (changed at runtime by an operator).
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight; the balancer must replan for weighted schedules to follow.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Healthy, not removed and not drained: may receive new requests.
     #[inline]
     pub fn is_ready(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && self.enabled.load(Ordering::Relaxed)
+        self.alive.load(Ordering::Relaxed)
+            && self.enabled.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Kept in the pool and probed, but given no new requests (an operator's drain).
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains (`true`) or re-enables (`false`) the backend; the balancer must replan.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     #[inline]
@@ -179,13 +260,6 @@ impl Backend {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes over `from`'s health (flag and record): a backend replaced by a reload (new
-    /// weight) keeps taking traffic without waiting for a probe.
-    pub fn inherit_health(&self, from: &Backend) {
-        *self.health() = from.health().clone();
-        self.set_alive(from.is_alive());
-    }
-
     /// A fresh peer for one request (Pingora takes it boxed).
     #[inline]
     pub fn peer(&self) -> Box<HttpPeer> {
@@ -213,60 +287,4 @@ fn set_peer_timeouts(peer: &mut HttpPeer, timeouts: &Timeouts) {
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.total_connection_timeout = Some(timeouts.connect * 2);
     peer.options.read_timeout = Some(timeouts.read);
-}
-
-/// A request's claim on a backend: +1 in flight when taken, -1 when dropped, whatever path
-/// the request ends by (success, error, timeout, client gone, retried elsewhere).
-pub struct Lease {
-    backend: Arc<Backend>,
-}
-
-impl Lease {
-    pub fn new(backend: Arc<Backend>) -> Lease {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend.requests.fetch_add(1, Ordering::Relaxed);
-        Lease { backend }
-    }
-
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.backend
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The backends one request has already tried, so a retry goes elsewhere. Fixed size: no
-/// allocation on the request path.
-#[derive(Debug, Default, Clone)]
-pub struct Tried {
-    ids: [u64; Tried::CAPACITY],
-    len: usize,
-}
-
-impl Tried {
-    pub const CAPACITY: usize = 17;
-
-    #[inline]
-    pub fn contains(&self, id: u64) -> bool {
-        self.ids[..self.len].contains(&id)
-    }
-
-    pub fn insert(&mut self, id: u64) {
-        if self.len < Self::CAPACITY && !self.contains(id) {
-            self.ids[self.len] = id;
-            self.len += 1;
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
