@@ -229,3 +229,55 @@ async fn sigusr1_and_sigusr2_leave_the_process_serving() {
     }
     assert!(gw.wait_exit(Duration::from_millis(300)).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_timeouts_to_the_backends_already_in_the_pool() {
+    let a = Origin::start("a").await;
+    let builder = GatewayBuilder::default().backend(a.url());
+    let gw = builder.clone().start().await;
+    assert!(gw.wait_alive(&a.url(), true, DEADLINE).await);
+    a.set_delay(Duration::from_millis(1500));
+    let r = client().get(gw.url("/")).send().await.expect("request");
+    assert_eq!(
+        r.status(),
+        200,
+        "a 1.5 s answer is within the 5 s read timeout"
+    );
+
+    let mut shorter = builder.clone();
+    shorter.read_timeout = "300ms".into();
+    rewrite(&gw, &shorter);
+    gw.signal(Signal::SIGHUP);
+    assert!(
+        wait_log(&gw, "reloaded: changed timeouts", 1).await,
+        "{}",
+        gw.log()
+    );
+    let r = client().get(gw.url("/")).send().await.expect("request");
+    assert_eq!(r.status(), 504);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("300ms"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_state_file_the_store_keeps_the_pool_on_sighup() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut builder = GatewayBuilder::default().backend(a.url());
+    builder.state_file = Some(state.path().join("state.json"));
+    let gw = builder.clone().start().await;
+    assert!(gw.wait_alive(&a.url(), true, DEADLINE).await);
+    let next = builder.clone().backend(b.url());
+    rewrite(&gw, &next);
+    gw.signal(Signal::SIGHUP);
+    assert!(
+        wait_log(&gw, "`backends` not re-applied", 1).await,
+        "{}",
+        gw.log()
+    );
+    assert!(
+        gw.backend(&b.url()).await.is_none(),
+        "the file's pool won over the store"
+    );
+    assert!(gw.backend(&a.url()).await.is_some());
+}
