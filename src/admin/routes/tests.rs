@@ -10,7 +10,10 @@ fn api(token: Option<&str>) -> AdminApi {
     let control = crate::control::testing::control(None);
     let balancer = control.balancer().clone();
     control
-        .seed(&[crate::config::test_spec("http://127.0.0.1:9", 2)])
+        .seed(
+            &[crate::config::test_spec("http://127.0.0.1:9", 2)],
+            &Default::default(),
+        )
         .expect("seeded");
     let b = balancer.snapshot().backends[0].clone();
     balancer.set_backend_status(&b, Observation::Passed);
