@@ -12,7 +12,7 @@ use pingora::proxy::Session;
 use crate::config::{format_size, ClientTimeouts, Limits};
 
 /// The client-facing settings of a proxy listener, fixed at start-up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientPolicy {
     pub timeouts: ClientTimeouts,
     pub limits: Limits,

@@ -28,9 +28,7 @@ pub fn peer_for(spec: &BackendSpec, addr: SocketAddr, timeouts: &Timeouts) -> Ht
         String::new()
     };
     let mut peer = HttpPeer::new(addr, tls, sni);
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.total_connection_timeout = Some(timeouts.connect * 2);
-    peer.options.read_timeout = Some(timeouts.read);
+    set_timeouts(&mut peer, timeouts);
     peer.options.verify_cert = true;
     peer.options.verify_hostname = true;
     if spec.is_h2() {
@@ -43,6 +41,13 @@ pub fn peer_for(spec: &BackendSpec, addr: SocketAddr, timeouts: &Timeouts) -> Ht
         peer.options.max_h2_streams = MAX_H2_STREAMS;
     }
     peer
+}
+
+/// Sets the connect and read timeouts of `peer` (also when a reload changes them).
+pub fn set_timeouts(peer: &mut HttpPeer, timeouts: &Timeouts) {
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect * 2);
+    peer.options.read_timeout = Some(timeouts.read);
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::info;
@@ -38,7 +39,9 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Per-proxy settings fixed at start-up.
+/// The proxy's settings from the configuration, shared by the listeners. A reload swaps them
+/// whole ([`SharedSettings`]); each request reads them once per phase, lock-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub retries: u32,
     pub access_log: bool,
@@ -47,30 +50,33 @@ pub struct ProxySettings {
     /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
     pub websocket_idle: Duration,
     pub sticky_cookie: String,
-    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
-    pub tls: bool,
     /// Client timeouts and limits.
     pub client: ClientPolicy,
 }
 
+/// The proxy settings in force, swapped by a configuration reload.
+pub type SharedSettings = Arc<ArcSwap<ProxySettings>>;
+
 pub struct Proxy {
     balancer: Arc<Balancer>,
     metrics: Arc<Metrics>,
-    settings: ProxySettings,
-    cookie_mode: bool,
-    /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
-    /// before selection.
-    ip_mode: bool,
+    settings: SharedSettings,
+    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
+    tls: bool,
 }
 
 impl Proxy {
-    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        metrics: Arc<Metrics>,
+        settings: SharedSettings,
+        tls: bool,
+    ) -> Proxy {
         Proxy {
-            cookie_mode: balancer.kind() == StrategyKind::Cookie,
-            ip_mode: balancer.kind() == StrategyKind::IpHash,
             balancer,
             metrics,
             settings,
+            tls,
         }
     }
 }
@@ -130,8 +136,9 @@ impl ProxyHttp for Proxy {
     /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
     /// on (see [`ClientPolicy::check_request`]).
     async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
-        self.settings.client.apply(session);
-        let Err(refusal) = self.settings.client.check_request(session.req_header()) else {
+        let settings = self.settings.load();
+        settings.client.apply(session);
+        let Err(refusal) = settings.client.check_request(session.req_header()) else {
             return Ok(false);
         };
         // The request body, if any, is not read: the connection cannot be reused.
@@ -167,13 +174,19 @@ impl ProxyHttp for Proxy {
         if let Some(previous) = ctx.lease.take() {
             ctx.tried.insert(previous.backend().id);
         }
-        let cookie = if self.cookie_mode {
-            find_cookie(session.req_header(), &self.settings.sticky_cookie)
+        // The strategy may change with a reload: read it once here. Should it change before
+        // the pick, the pick still succeeds (without the cookie or address it would have used).
+        let kind = self.balancer.kind();
+        let cookie_mode = kind == StrategyKind::Cookie;
+        let settings = self.settings.load();
+        let cookie = if cookie_mode {
+            find_cookie(session.req_header(), &settings.sticky_cookie)
         } else {
             None
         };
         let key = RequestKey {
-            client_ip: if self.ip_mode {
+            // Only `ip-hash` hashes the client's address: only then is it looked up.
+            client_ip: if kind == StrategyKind::IpHash {
                 client_ip(session)
             } else {
                 None
@@ -189,12 +202,12 @@ impl ProxyHttp for Proxy {
         ctx.picked = Instant::now();
         ctx.failure_counted = false;
         let backend = lease.backend();
-        ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
+        ctx.set_cookie = cookie_mode && cookie != Some(backend.cookie_token.as_str());
         let mut peer = backend.peer();
         if is_websocket(session.req_header()) {
-            peer.options.read_timeout = Some(self.settings.websocket_idle);
+            peer.options.read_timeout = Some(settings.websocket_idle);
             peer.options.set_http_version(1, 1);
-            session.set_read_timeout(Some(self.settings.websocket_idle));
+            session.set_read_timeout(Some(settings.websocket_idle));
         }
         ctx.lease = Some(lease);
         Ok(peer)
@@ -214,7 +227,7 @@ impl ProxyHttp for Proxy {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
-        let proto = if self.settings.tls { "https" } else { "http" };
+        let proto = if self.tls { "https" } else { "http" };
         req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
         let host = req
             .headers
@@ -242,12 +255,11 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !self.settings.client.response_header_fits(resp) {
-            return Err(Error::explain(
-                InvalidHTTPHeader,
-                self.settings.client.response_header_message(),
-            )
-            .into_up());
+        let client = self.settings.load().client;
+        if !client.response_header_fits(resp) {
+            return Err(
+                Error::explain(InvalidHTTPHeader, client.response_header_message()).into_up(),
+            );
         }
         if let Some(lease) = &ctx.lease {
             let backend = lease.backend().clone();
@@ -278,10 +290,10 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
-                let secure = if self.settings.tls { "; Secure" } else { "" };
+                let secure = if self.tls { "; Secure" } else { "" };
                 let value = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    self.settings.sticky_cookie,
+                    self.settings.load().sticky_cookie,
                     lease.backend().cookie_token
                 );
                 resp.append_header("Set-Cookie", value)?;
@@ -304,7 +316,7 @@ impl ProxyHttp for Proxy {
         ctx.count_failure(&self.balancer, !refused);
         if refused {
             if let Some(lease) = &ctx.lease {
-                let reason = probe_reason(&e, self.settings.connect_timeout);
+                let reason = probe_reason(&e, self.settings.load().connect_timeout);
                 self.balancer
                     .set_backend_status(lease.backend(), Observation::Refused(reason));
             }
@@ -360,7 +372,7 @@ impl ProxyHttp for Proxy {
                 504,
                 format!(
                     "backend did not answer within {}",
-                    format_duration(self.settings.read_timeout)
+                    format_duration(self.settings.load().read_timeout)
                 ),
             ),
             (
@@ -415,7 +427,7 @@ impl ProxyHttp for Proxy {
             .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
-        if self.settings.access_log {
+        if self.settings.load().access_log {
             let req = session.req_header();
             let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
             let backend = ctx
@@ -445,7 +457,7 @@ impl Proxy {
     /// Whether the `retries` budget allows another attempt: `tried` holds the backends that
     /// failed before the current one, so attempts = 1 + retries.
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
-        ctx.tried.len() < self.settings.retries as usize
+        ctx.tried.len() < self.settings.load().retries as usize
     }
 }
 

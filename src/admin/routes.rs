@@ -181,7 +181,12 @@ impl AdminApi {
     fn status(&self) -> AdminResponse {
         let balancer = self.control.balancer();
         let snap = balancer.snapshot();
-        let active = snap.backends.iter().filter(|b| b.is_ready()).count();
+        let backends = by_url(&snap.backends);
+        // Taking new requests: alive and not drained (a drain covers every endpoint of a URL).
+        let active = backends
+            .iter()
+            .filter(|b| b["alive"] == true && b["draining"] == false)
+            .count();
         let draining: Vec<Value> = balancer
             .draining()
             .iter()
@@ -190,10 +195,10 @@ impl AdminApi {
         AdminResponse::json(
             200,
             &json!({
-                "total_backends": snap.backends.len(),
+                "total_backends": backends.len(),
                 "active_backends": active,
                 "strategy": balancer.kind().name(),
-                "backends": snap.backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
+                "backends": backends,
                 "draining": draining,
             }),
         )
@@ -201,10 +206,7 @@ impl AdminApi {
 
     fn list(&self) -> AdminResponse {
         let snap = self.control.balancer().snapshot();
-        AdminResponse::json(
-            200,
-            &Value::Array(snap.backends.iter().map(|b| backend_json(b)).collect()),
-        )
+        AdminResponse::json(200, &Value::Array(by_url(&snap.backends)))
     }
 
     async fn add(&self, req: &AdminRequest) -> AdminResponse {
@@ -335,13 +337,61 @@ pub(super) fn control_error(e: ControlError) -> AdminResponse {
     AdminResponse::error(status, e)
 }
 
-/// One backend as `/status` shows it.
+/// One entry per backend URL, in pool order: a name's endpoints are summed up in one entry
+/// (`alive` when any endpoint passes its health checks, connections, requests and errors added
+/// up) that lists them under `endpoints` (`address`, `alive`, `current_connections`).
+pub fn by_url(backends: &[std::sync::Arc<Backend>]) -> Vec<Value> {
+    let mut urls: Vec<&crate::config::BackendUrl> = Vec::new();
+    for b in backends {
+        if !urls.contains(&&b.url) {
+            urls.push(&b.url);
+        }
+    }
+    urls.into_iter()
+        .filter_map(|url| {
+            let members: Vec<&std::sync::Arc<Backend>> =
+                backends.iter().filter(|b| &b.url == url).collect();
+            // The entry's health fields come from a ready endpoint when there is one.
+            let lead = members
+                .iter()
+                .find(|b| b.is_ready())
+                .or_else(|| members.first())?;
+            let mut entry = backend_json(lead);
+            let sum = |f: fn(&Backend) -> u64| members.iter().map(|b| f(b)).sum::<u64>();
+            entry["alive"] = json!(members.iter().any(|b| healthy(b)));
+            entry["current_connections"] = json!(sum(Backend::in_flight));
+            entry["requests"] = json!(sum(Backend::requests));
+            entry["errors"] = json!(sum(Backend::errors));
+            entry["endpoints"] = members
+                .iter()
+                .filter(|b| b.resolved)
+                .map(|b| {
+                    json!({
+                        "address": b.addr.to_string(),
+                        "alive": healthy(b),
+                        "current_connections": b.in_flight(),
+                        "health": b.health_state().name(),
+                    })
+                })
+                .collect();
+            Some(entry)
+        })
+        .collect()
+}
+
+/// Passes its health checks and is in the pool (`alive` in `/status`; whether it also takes
+/// new requests depends on `draining` too).
+fn healthy(b: &Backend) -> bool {
+    b.is_alive() && b.is_enabled()
+}
+
+/// One backend endpoint as `/status` shows it.
 pub fn backend_json(b: &Backend) -> Value {
     let record = b.health();
     let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     json!({
         "url": b.name,
-        "alive": b.is_alive() && b.is_enabled(),
+        "alive": healthy(b),
         "draining": b.is_drained() || !b.is_enabled(),
         "current_connections": b.in_flight(),
         "weight": b.weight(),

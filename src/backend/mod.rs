@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::{Instant, SystemTime};
 
 use pingora::upstreams::peer::HttpPeer;
@@ -34,7 +36,11 @@ pub struct Thresholds {
     pub slow_start: std::time::Duration,
 }
 
-/// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
+/// One endpoint of a backend: one socket address, with its own health, in-flight count,
+/// probes, ejection and slow-start state. A backend URL with an IP address is one endpoint; a
+/// URL with a host name is one endpoint per address the name resolves to, all sharing the URL
+/// (an endpoint's identity is the pair `(url, addr)`), or one unresolved placeholder while the
+/// name resolves to nothing. Shared by the pool snapshot, leases in flight and the checker.
 ///
 /// Three independent flags decide traffic: `alive` (set by health checks, by the proxy on a
 /// refused connection and by outlier ejection), `enabled` (cleared when an operator removes
@@ -47,11 +53,15 @@ pub struct Backend {
     /// `url` as text, normalised (what `/status` and logs show).
     pub name: String,
     pub addr: SocketAddr,
+    /// `false` for the placeholder of a name that does not resolve: never probed, never ready,
+    /// DOWN with the reason; the DNS refresh replaces it once the name resolves.
+    pub resolved: bool,
     weight: AtomicU32,
     pub protocol: Protocol,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
-    peer: HttpPeer,
+    /// Swapped whole when a reload changes `timeouts`.
+    peer: ArcSwap<HttpPeer>,
     alive: AtomicBool,
     enabled: AtomicBool,
     drained: AtomicBool,
@@ -107,10 +117,11 @@ impl Backend {
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
+            resolved: true,
             weight: AtomicU32::new(spec.weight),
             protocol: spec.protocol,
             cookie_token,
-            peer,
+            peer: ArcSwap::from_pointee(peer),
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
             drained: AtomicBool::new(spec.drained),
@@ -133,6 +144,38 @@ impl Backend {
                 ejections: 0,
                 returned_at: None,
             }),
+        }
+    }
+
+    /// The placeholder of `spec` whose host name does not resolve (`reason` says why): in the
+    /// pool so that `/status` shows it DOWN, never ready, never probed.
+    pub fn unresolved(
+        id: u64,
+        spec: &BackendSpec,
+        timeouts: &Timeouts,
+        cookie_token: String,
+        reason: String,
+    ) -> Backend {
+        let addr = SocketAddr::from(([0, 0, 0, 0], spec.url.port));
+        let mut backend = Backend::new(id, spec, addr, timeouts, cookie_token);
+        backend.resolved = false;
+        backend.enabled.store(false, Ordering::Relaxed);
+        {
+            let mut record = backend.health();
+            record.tracker.force_down();
+            record.reason = Some(reason);
+        }
+        backend
+    }
+
+    /// The URL, and the address when the host is a name: how logs name one endpoint.
+    pub fn label(&self) -> String {
+        if !self.resolved {
+            format!("{} (unresolved)", self.name)
+        } else if self.url.host.parse::<std::net::IpAddr>().is_ok() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.addr)
         }
     }
 
@@ -213,7 +256,14 @@ impl Backend {
     /// A fresh peer for one request (Pingora takes it boxed).
     #[inline]
     pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.peer.clone())
+        Box::new(HttpPeer::clone(&self.peer.load()))
+    }
+
+    /// Uses `timeouts` for the connections of requests that start from now on (a reload).
+    pub fn set_timeouts(&self, timeouts: &Timeouts) {
+        let mut peer = HttpPeer::clone(&self.peer.load());
+        crate::peer::set_timeouts(&mut peer, timeouts);
+        self.peer.store(Arc::new(peer));
     }
 
     /// The health record; poisoning is recovered, the record stays consistent field by field.

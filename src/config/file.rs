@@ -24,6 +24,7 @@ pub const PORTICO_KEYS: &[&str] = &[
     "client_timeouts",
     "limits",
     "max_connections",
+    "dns",
     "outlier_detection",
     "slow_start",
 ];
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
     pub limits: Option<super::limits::FileLimits>,
     pub max_connections: Option<i64>,
+    pub dns: Option<super::dns::FileDns>,
     pub outlier_detection: Option<FileOutlier>,
     pub slow_start: Option<RawDuration>,
 }

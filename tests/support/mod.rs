@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod closing;
+pub mod dns;
 pub mod gateway;
 pub mod origin;
 pub mod recording;

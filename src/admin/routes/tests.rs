@@ -10,7 +10,10 @@ fn api(token: Option<&str>) -> AdminApi {
     let control = crate::control::testing::control(None);
     let balancer = control.balancer().clone();
     control
-        .seed(&[crate::config::test_spec("http://127.0.0.1:9", 2)])
+        .seed(
+            &[crate::config::test_spec("http://127.0.0.1:9", 2)],
+            &Default::default(),
+        )
         .expect("seeded");
     let b = balancer.snapshot().backends[0].clone();
     balancer.set_backend_status(&b, Observation::Passed);
@@ -221,7 +224,7 @@ async fn patch_changes_weight_and_drain_state_in_place() {
     assert_eq!(r.status, 200);
     let status = body(&api.handle(req(Method::GET, "/status", "")).await);
     assert_eq!(status["backends"][0]["draining"], true);
-    assert_eq!(status["backends"][0]["alive"], true);
+    assert_eq!(status["backends"][0]["alive"], true, "{status}");
     assert_eq!(status["backends"][0]["weight"], 7);
     assert_eq!(status["active_backends"], 0);
     let r = api
