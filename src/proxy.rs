@@ -19,6 +19,7 @@ use pingora::ErrorSource;
 
 use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
 use crate::config::{format_duration, StrategyKind};
+use crate::control::{Phase, PhaseCell};
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Tried};
@@ -54,11 +55,19 @@ pub struct Proxy {
     /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
     /// before selection.
     ip_mode: bool,
+    /// The process's phase (owned by `Control`, set by the lifecycle code).
+    phase: Arc<PhaseCell>,
 }
 
 impl Proxy {
-    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        metrics: Arc<Metrics>,
+        settings: ProxySettings,
+        phase: Arc<PhaseCell>,
+    ) -> Proxy {
         Proxy {
+            phase,
             cookie_mode: balancer.kind() == StrategyKind::Cookie,
             ip_mode: balancer.kind() == StrategyKind::IpHash,
             balancer,
@@ -100,7 +109,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if crate::lifecycle::handing_over() {
+        if self.phase.get() == Phase::HandingOver {
             session.set_keepalive(None);
         }
         if let Some(previous) = ctx.lease.take() {

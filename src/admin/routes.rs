@@ -69,8 +69,9 @@ pub struct AdminApi {
 impl AdminApi {
     /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
     /// 400 (bad JSON, fields or URL), 401, 404 (no such path or backend), 405 (with `Allow`),
-    /// 409 (duplicate), 413 (body over [`MAX_BODY`]), 415 (not JSON), 500 (store failed) or
-    /// 503 (frozen during upgrade or shutdown); a refused change changes nothing.
+    /// 409 (duplicate, or changed concurrently), 413 (body over [`MAX_BODY`]), 415 (not JSON),
+    /// 500 (the store failed the write; the message says whether the change was made) or 503
+    /// (store unavailable, or frozen during upgrade or shutdown: nothing changed).
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
@@ -130,6 +131,7 @@ impl AdminApi {
                 "strategy": balancer.kind().name(),
                 "backends": snap.backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
                 "draining": draining,
+                "store": self.control.store_status(),
             }),
         )
     }
@@ -242,8 +244,9 @@ fn control_error(e: ControlError) -> AdminResponse {
         ControlError::Pool(PoolError::Duplicate(_)) => 409,
         ControlError::Pool(PoolError::NotFound(_)) => 404,
         ControlError::Invalid(_) => 400,
+        ControlError::Conflict(_) => 409,
         ControlError::Store(_) => 500,
-        ControlError::Frozen => 503,
+        ControlError::Unavailable(_) | ControlError::Frozen => 503,
     };
     AdminResponse::error(status, e)
 }

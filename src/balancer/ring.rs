@@ -45,7 +45,11 @@ impl Ring {
                 points.push((u64::from_le_bytes(head), i as u32));
             }
         }
-        points.sort_unstable();
+        // Ties (equal hashes) go by URL, not by position: instances that added the same
+        // backends in another order still build the same ring.
+        points.sort_unstable_by(|a, b| {
+            (a.0, &backends[a.1 as usize].name).cmp(&(b.0, &backends[b.1 as usize].name))
+        });
         Ring { points }
     }
 

@@ -12,12 +12,14 @@ mod backend;
 mod error;
 mod parse;
 mod sections;
+mod store;
 mod strategy;
 mod validate;
 
 pub use backend::{backend_entry, BackendSpec};
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
+pub use store::{EtcdConfig, StoreConfig, DEFAULT_ETCD_TIMEOUT};
 pub use strategy::StrategyKind;
 
 use std::net::SocketAddr;
@@ -49,6 +51,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub admin: AdminConfig,
     pub state_file: Option<PathBuf>,
+    pub store: StoreConfig,
     pub tls: Option<TlsConfig>,
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,

@@ -187,6 +187,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
         timeouts,
         admin,
         state_file: raw.state_file.map(PathBuf::from),
+        store: super::store::validate_store(raw.store)?,
         tls,
         sticky_cookie,
         sticky_secret: raw.sticky_secret,
