@@ -121,7 +121,10 @@ async fn a_remove_on_one_instance_drains_on_the_other() {
     let (one, two) = (Origin::start("one").await, Origin::start("two").await);
     let a = member(&etcd, "/t/drain", &[&one, &two]).start().await;
     let b = member(&etcd, "/t/drain", &[&one, &two]).start().await;
-    assert!(a.wait_alive(&two.url(), true, Duration::from_secs(10)).await);
+    assert!(
+        a.wait_alive(&two.url(), true, Duration::from_secs(10))
+            .await
+    );
 
     // Slow requests through A until one is in progress on `two`.
     let slow = a.url("/slow?ms=2500");
@@ -156,13 +159,21 @@ async fn a_remove_on_one_instance_drains_on_the_other() {
     );
     for r in requests {
         let r = r.await.expect("task").expect("slow request");
-        assert_eq!(r.status(), 200, "a request in flight to the removed backend failed");
+        assert_eq!(
+            r.status(),
+            200,
+            "a request in flight to the removed backend failed"
+        );
     }
     let before = two.requests();
     for _ in 0..20 {
         assert_eq!(answer(&a.url("/")).await.as_deref(), Some("one"));
     }
-    assert_eq!(two.requests(), before, "A still sends to the removed backend");
+    assert_eq!(
+        two.requests(),
+        before,
+        "A still sends to the removed backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +307,11 @@ async fn an_etcd_outage_fails_no_request_refuses_writes_and_recovers_without_res
     let error = body["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("store unavailable: "), "{body}");
     assert_eq!(remove(&b, &one.url()).await, 503);
-    assert_eq!(pool(&a).await, pool(&b).await, "a refused write changed a pool");
+    assert_eq!(
+        pool(&a).await,
+        pool(&b).await,
+        "a refused write changed a pool"
+    );
     assert!(!pool(&a).await.contains(&three.url()));
     let during = ok.load(Ordering::SeqCst);
 
@@ -305,12 +320,20 @@ async fn an_etcd_outage_fails_no_request_refuses_writes_and_recovers_without_res
         add(&a, &three.url()).await.0 == 201
     })
     .await;
-    assert!(written, "no write succeeded after etcd came back; log:\n{}", a.log());
+    assert!(
+        written,
+        "no write succeeded after etcd came back; log:\n{}",
+        a.log()
+    );
     let served = eventually(Duration::from_secs(5), || async {
         answer(&b.url("/")).await.as_deref() == Some("three")
     })
     .await;
-    assert!(served, "the write after the outage did not reach B; log:\n{}", b.log());
+    assert!(
+        served,
+        "the write after the outage did not reach B; log:\n{}",
+        b.log()
+    );
     assert_eq!(b.status().await["store"]["connected"], true);
 
     stop.store(true, Ordering::SeqCst);
@@ -340,7 +363,10 @@ async fn a_restarted_instance_loads_the_shared_pool_not_its_configuration() {
     assert_eq!(pool(&b).await, [two.url()]);
     assert!(b.log().contains("from etcd"), "{}", b.log());
     assert!(!b.log().contains("seeded from"), "{}", b.log());
-    assert!(b.wait_alive(&two.url(), true, Duration::from_secs(10)).await);
+    assert!(
+        b.wait_alive(&two.url(), true, Duration::from_secs(10))
+            .await
+    );
     assert_eq!(answer(&b.url("/")).await.as_deref(), Some("two"));
 }
 
@@ -372,7 +398,10 @@ async fn with_etcd_down_an_instance_starts_from_its_cache_or_refuses_clearly() {
         v
     });
     assert_eq!(a.status().await["store"]["connected"], false);
-    assert!(a.wait_alive(&two.url(), true, Duration::from_secs(10)).await);
+    assert!(
+        a.wait_alive(&two.url(), true, Duration::from_secs(10))
+            .await
+    );
     let served = eventually(Duration::from_secs(5), || async {
         answer(&a.url("/")).await.as_deref() == Some("two")
     })
@@ -397,15 +426,17 @@ async fn sticky_strategies_agree_across_instances() {
     ];
     for strategy in ["cookie", "ip-hash"] {
         let prefix = format!("/t/sticky-{strategy}");
-        let builder = |order: [usize; 3]| GatewayBuilder {
-            strategy: strategy.into(),
-            extra: format!("{}sticky_secret: s3cret\n", etcd.store_yaml(&prefix)),
-            access_log: false,
-            ..GatewayBuilder::default()
-        }
-        .backend(origins[order[0]].url())
-        .backend(origins[order[1]].url())
-        .backend(origins[order[2]].url());
+        let builder = |order: [usize; 3]| {
+            GatewayBuilder {
+                strategy: strategy.into(),
+                extra: format!("{}sticky_secret: s3cret\n", etcd.store_yaml(&prefix)),
+                access_log: false,
+                ..GatewayBuilder::default()
+            }
+            .backend(origins[order[0]].url())
+            .backend(origins[order[1]].url())
+            .backend(origins[order[2]].url())
+        };
         // A seeds in one order; B loads etcd's (key) order.
         let a = builder([2, 0, 1]).start().await;
         let b = builder([0, 1, 2]).start().await;

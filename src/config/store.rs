@@ -154,13 +154,22 @@ mod tests {
     fn errors_name_the_key() {
         for (yaml, key) in [
             ("etcd: {}", "store.etcd.endpoints"),
-            ("etcd: {endpoints: [\"127.0.0.1:2379\"]}", "store.etcd.endpoints[0]"),
-            ("etcd: {endpoints: [\"http://h:x\"]}", "store.etcd.endpoints[0]"),
+            (
+                "etcd: {endpoints: [\"127.0.0.1:2379\"]}",
+                "store.etcd.endpoints[0]",
+            ),
+            (
+                "etcd: {endpoints: [\"http://h:x\"]}",
+                "store.etcd.endpoints[0]",
+            ),
             (
                 "etcd: {endpoints: [\"http://h:1\"], prefix: nope}",
                 "store.etcd.prefix",
             ),
-            ("etcd: {endpoints: [\"http://h:1\"], prefix: /}", "store.etcd.prefix"),
+            (
+                "etcd: {endpoints: [\"http://h:1\"], prefix: /}",
+                "store.etcd.prefix",
+            ),
             (
                 "etcd: {endpoints: [\"http://h:1\"], username: u}",
                 "store.etcd.password",

@@ -322,7 +322,10 @@ impl Control {
         }
         for b in &fresh {
             self.balancer.add_backend(b.clone())?;
-            info!("backend {} added (weight {}, by another instance)", b.name, b.weight);
+            info!(
+                "backend {} added (weight {}, by another instance)",
+                b.name, b.weight
+            );
             changed += 1;
         }
         *applied = Applied {
@@ -505,6 +508,7 @@ impl Control {
         if !self.phase().is_serving() {
             return Err(ControlError::Frozen);
         }
+        slow_commit_for_tests().await;
         let Some(store) = self.store.clone() else {
             self.check(&change)?;
             return apply();
@@ -599,6 +603,19 @@ impl Control {
             applied.revision = revision;
         }
         apply()
+    }
+}
+
+/// Debug builds only: waits `PORTICO_TEST_COMMIT_DELAY_MS` between the phase check and the
+/// commit, so that tests can hold a change in flight while the process hands over (the race
+/// that `begin_hand_over` closes is otherwise a few microseconds wide).
+async fn slow_commit_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("PORTICO_TEST_COMMIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 

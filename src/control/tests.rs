@@ -99,9 +99,13 @@ async fn a_write_behind_the_store_resyncs_first_and_never_overwrites() {
     let b = file_control(&path);
     started(&a).await;
     started(&b).await;
-    a.add(spec("http://127.0.0.1:1", 1)).await.expect("added on a");
+    a.add(spec("http://127.0.0.1:1", 1))
+        .await
+        .expect("added on a");
     // b has not seen a's change: its write is refused by the store, b resyncs and retries.
-    b.add(spec("http://127.0.0.1:2", 1)).await.expect("added on b");
+    b.add(spec("http://127.0.0.1:2", 1))
+        .await
+        .expect("added on b");
     assert_eq!(
         pool(&b),
         [spec("http://127.0.0.1:1", 1), spec("http://127.0.0.1:2", 1)]

@@ -22,8 +22,8 @@ use log::warn;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::{
-    BackendRecord, Basis, Change, CommitError, Entry, Event, EventStream, FileStore, Loaded,
-    Store, StoreError, StoredPool,
+    BackendRecord, Basis, Change, CommitError, Entry, Event, EventStream, FileStore, Loaded, Store,
+    StoreError, StoredPool,
 };
 use crate::config::{BackendSpec, EtcdConfig};
 
@@ -87,7 +87,8 @@ impl EtcdStore {
         }
         if let Some(ca) = &self.config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            options = options.with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(pem)));
+            options =
+                options.with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(pem)));
         }
         let connect = Client::connect(self.config.endpoints.clone(), Some(options));
         let client = bounded(t, connect).await?;
@@ -128,7 +129,9 @@ impl EtcdStore {
             format!("{}/", self.config.prefix),
             Some(GetOptions::new().with_prefix()),
         );
-        let resp = bounded(self.timeout(), get).await.inspect_err(|_| self.disconnect())?;
+        let resp = bounded(self.timeout(), get)
+            .await
+            .inspect_err(|_| self.disconnect())?;
         let header_revision = resp.header().map_or(0, |h| revision(h.revision()));
         let backends_prefix = self.backends_prefix();
         let mut seeded = false;
@@ -162,7 +165,11 @@ impl EtcdStore {
         for spec in initial {
             let record = serde_json::to_string(&BackendRecord::from_spec(spec))
                 .map_err(|e| format!("cannot encode {}: {e}", spec.url))?;
-            puts.push(TxnOp::put(self.backend_key(&spec.url.to_string()), record, None));
+            puts.push(TxnOp::put(
+                self.backend_key(&spec.url.to_string()),
+                record,
+                None,
+            ));
         }
         let txn = Txn::new()
             .when([Compare::version(self.seeded_key(), CompareOp::Equal, 0)])
@@ -212,7 +219,10 @@ impl EtcdStore {
                         })
                         .collect(),
                 };
-                Ok((pool, format!("{here} (empty: would be seeded from `backends`)")))
+                Ok((
+                    pool,
+                    format!("{here} (empty: would be seeded from `backends`)"),
+                ))
             }
         }
     }
@@ -302,7 +312,11 @@ impl Store for EtcdStore {
                 };
                 let applied = i64::try_from(applied).map_err(|_| CommitError::Conflict)?;
                 Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, applied)])
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        applied,
+                    )])
                     .and_then([TxnOp::delete(key, None)])
             }
         };
@@ -331,9 +345,7 @@ impl Store for EtcdStore {
     async fn watch(&self, from: u64) -> Result<Option<EventStream>, StoreError> {
         let mut client = self.connect().await.map_err(StoreError)?;
         let start = i64::try_from(from.saturating_add(1)).unwrap_or(i64::MAX);
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
         let watch = client.watch(self.backends_prefix(), Some(options));
         let stream = bounded(self.timeout(), watch)
             .await
@@ -461,7 +473,10 @@ mod tests {
             .bootstrap(&[], true)
             .await
             .expect_err("nothing listens on port 1");
-        assert!(e.0.contains("cannot reach etcd at http://127.0.0.1:1"), "{e}");
+        assert!(
+            e.0.contains("cannot reach etcd at http://127.0.0.1:1"),
+            "{e}"
+        );
         assert!(e.0.contains("state_file"), "{e}");
     }
 }

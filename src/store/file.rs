@@ -207,7 +207,10 @@ impl FileStore {
         if pool.revision != basis.revision {
             return Err(CommitError::Conflict);
         }
-        let position = pool.backends.iter().position(|e| &e.spec.url == change.url());
+        let position = pool
+            .backends
+            .iter()
+            .position(|e| &e.spec.url == change.url());
         pool.revision += 1;
         match (change, position) {
             (Change::Add(spec), None) => pool.backends.push(Entry {
@@ -255,7 +258,10 @@ impl FileStore {
             });
             if !alive {
                 match fs::remove_file(entry.path()) {
-                    Ok(()) => info!("removed {} left by a crashed process", entry.path().display()),
+                    Ok(()) => info!(
+                        "removed {} left by a crashed process",
+                        entry.path().display()
+                    ),
                     Err(e) => warn!("cannot remove {}: {e}", entry.path().display()),
                 }
             }
@@ -340,12 +346,18 @@ mod tests {
             .with_initial(vec![spec("http://127.0.0.1:1", 1)]);
         assert!(store.read().expect("readable").is_none());
         assert_eq!(store.current().expect("initial").specs().len(), 1);
-        assert_eq!(store.commit_now(at(0), &add("https://a.example:8443")), Ok(1));
+        assert_eq!(
+            store.commit_now(at(0), &add("https://a.example:8443")),
+            Ok(1)
+        );
         let pool = store.read().expect("readable").expect("written");
         assert_eq!(pool.revision, 1);
         assert_eq!(
             pool.specs(),
-            [spec("http://127.0.0.1:1", 1), spec("https://a.example:8443", 1)]
+            [
+                spec("http://127.0.0.1:1", 1),
+                spec("https://a.example:8443", 1)
+            ]
         );
         let names: Vec<String> = fs::read_dir(dir.path())
             .expect("dir")

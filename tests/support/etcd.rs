@@ -71,7 +71,10 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(etcd_binary())
             .arg("--name=portico-test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))

@@ -1,0 +1,264 @@
+//! No acknowledged change is lost: a client adds unique backends as fast as it can (retrying
+//! 503s and dropped connections) through three graceful upgrades, with the file store and with
+//! etcd, and across a `kill -9`; every add answered 201 is afterwards in `/status` and in the
+//! store.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use support::*;
+
+/// Graceful upgrades performed while the client writes.
+const UPGRADES: usize = 3;
+/// Acknowledged adds required between two upgrades (proof that the new process takes writes).
+const PROGRESS: usize = 2;
+
+/// What the writer saw.
+#[derive(Default)]
+struct Writes {
+    acked: Mutex<Vec<String>>,
+    unexpected: Mutex<Vec<String>>,
+}
+
+impl Writes {
+    fn acked(&self) -> Vec<String> {
+        self.acked.lock().expect("acked").clone()
+    }
+}
+
+/// Adds a new unique backend after another through `admin` until `stop`: each one is
+/// retried on 503 (frozen during a hand-over, store unavailable) and on connection errors
+/// until it is answered 201 (acknowledged) or 409 (an earlier attempt made it; its answer was
+/// lost, so it was never acknowledged). Connections are not reused, so each attempt goes to
+/// whichever process accepts it.
+fn writer(
+    admin: String,
+    stop: Arc<AtomicBool>,
+    writes: Arc<Writes>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        while !stop.load(Ordering::SeqCst) {
+            let url = format!("http://127.0.0.1:{}", free_port());
+            while !stop.load(Ordering::SeqCst) {
+                let sent = http.post(&admin).json(&json!({ "url": url })).send().await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(201) => {
+                        writes.acked.lock().expect("acked").push(url.clone());
+                        break;
+                    }
+                    Ok(409) => break,
+                    Ok(503) | Err(_) => tokio::task::yield_now().await,
+                    Ok(other) => {
+                        writes
+                            .unexpected
+                            .lock()
+                            .expect("unexpected")
+                            .push(format!("{url}: {other}"));
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn pool(gw: &Gateway) -> BTreeSet<String> {
+    gw.status().await["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["url"].as_str().expect("url").to_string())
+        .collect()
+}
+
+fn file_urls(path: &Path) -> BTreeSet<String> {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("state file")).expect("JSON");
+    doc["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["url"].as_str().expect("url").to_string())
+        .collect()
+}
+
+async fn wait_acked(writes: &Writes, at_least: usize, gw: &Gateway) {
+    let reached = eventually(Duration::from_secs(30), || async {
+        writes.acked().len() >= at_least
+    })
+    .await;
+    assert!(
+        reached,
+        "the writer got only {} adds acknowledged (wanted {at_least}); log:\n{}",
+        writes.acked().len(),
+        gw.log()
+    );
+}
+
+/// Makes every change the gateways (debug builds) commit wait this long after its phase
+/// check, so that a change is in flight whenever a hand-over begins, and is still in flight
+/// when the new process receives the sockets: Pingora's new process polls for them once a
+/// second, so a shorter delay would let an unprotected write land before the new process
+/// reads the store and hide the race this test is about.
+const COMMIT_DELAY: &str = "2500";
+
+fn hold_changes_in_flight() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    // Set once, before any gateway of this test binary is spawned (they inherit it).
+    SET.call_once(|| std::env::set_var("PORTICO_TEST_COMMIT_DELAY_MS", COMMIT_DELAY));
+}
+
+/// Runs the writer through [`UPGRADES`] upgrades; returns the last gateway and the writes.
+async fn upgrades_under_writes(builder: GatewayBuilder) -> (Gateway, Arc<Writes>) {
+    hold_changes_in_flight();
+    let mut gw = builder.start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(Writes::default());
+    let task = writer(gw.admin("/backends"), stop.clone(), writes.clone());
+    wait_acked(&writes, PROGRESS, &gw).await;
+    for round in 1..=UPGRADES {
+        let before = writes.acked().len();
+        let mut new = gw.upgrade().await;
+        let status = gw.wait_exit(Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "upgrade {round}: old process exit {status:?}; log:\n{}",
+            gw.log()
+        );
+        wait_acked(&writes, before + PROGRESS, &new).await;
+        // Everything acknowledged so far, by either process, is in the new one's pool (not
+        // only after a later restart reloads the store).
+        let acked = writes.acked();
+        let lost = missing(&acked, &pool(&new).await);
+        assert!(
+            lost.is_empty(),
+            "upgrade {round}: acknowledged adds missing: {lost:?}"
+        );
+        std::mem::swap(&mut gw, &mut new);
+    }
+    stop.store(true, Ordering::SeqCst);
+    task.await.expect("writer");
+    let unexpected = writes.unexpected.lock().expect("unexpected").clone();
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+    (gw, writes)
+}
+
+fn missing(acked: &[String], present: &BTreeSet<String>) -> Vec<String> {
+    acked
+        .iter()
+        .filter(|u| !present.contains(*u))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let path = state.path().join("pool.json");
+    let builder = GatewayBuilder {
+        state_file: Some(path.clone()),
+        access_log: false,
+        ..GatewayBuilder::default()
+    };
+    let (gw, writes) = upgrades_under_writes(builder).await;
+    let acked = writes.acked();
+    let in_status = pool(&gw).await;
+    let in_file = file_urls(&path);
+    eprintln!(
+        "file store: {} adds acknowledged over {UPGRADES} upgrades",
+        acked.len()
+    );
+    assert_eq!(
+        missing(&acked, &in_status),
+        Vec::<String>::new(),
+        "lost from /status"
+    );
+    assert_eq!(
+        missing(&acked, &in_file),
+        Vec::<String>::new(),
+        "lost from the file"
+    );
+    assert_eq!(in_status, in_file, "the pool and the file disagree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_add_is_lost_across_three_upgrades_with_etcd() {
+    let etcd = Etcd::start().await;
+    let builder = GatewayBuilder {
+        extra: etcd.store_yaml("/t/upgrades"),
+        access_log: false,
+        ..GatewayBuilder::default()
+    };
+    let (gw, writes) = upgrades_under_writes(builder).await;
+    let acked = writes.acked();
+    let in_status = pool(&gw).await;
+    let in_etcd: BTreeSet<String> = etcd.urls("/t/upgrades").await.into_iter().collect();
+    eprintln!(
+        "etcd: {} adds acknowledged over {UPGRADES} upgrades",
+        acked.len()
+    );
+    assert_eq!(
+        missing(&acked, &in_status),
+        Vec::<String>::new(),
+        "lost from /status"
+    );
+    assert_eq!(
+        missing(&acked, &in_etcd),
+        Vec::<String>::new(),
+        "lost from etcd"
+    );
+    assert_eq!(in_status, in_etcd, "the pool and etcd disagree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_add_is_lost_to_kill_9_and_leftovers_are_cleaned() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let path = state.path().join("pool.json");
+    let builder = GatewayBuilder {
+        state_file: Some(path.clone()),
+        access_log: false,
+        ..GatewayBuilder::default()
+    };
+    let gw = builder.clone().start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(Writes::default());
+    let task = writer(gw.admin("/backends"), stop.clone(), writes.clone());
+    wait_acked(&writes, 2 * PROGRESS, &gw).await;
+    gw.signal(Signal::SIGKILL);
+    stop.store(true, Ordering::SeqCst);
+    task.await.expect("writer");
+    drop(gw);
+
+    // What a process killed while writing leaves behind (no process has this pid).
+    let leftover = state.path().join(".pool.json.tmp.4194305");
+    std::fs::write(&leftover, "{\"version\": 1, \"backe").expect("write leftover");
+    let gw = builder.start().await;
+    let acked = writes.acked();
+    assert_eq!(
+        missing(&acked, &pool(&gw).await),
+        Vec::<String>::new(),
+        "lost from /status"
+    );
+    assert_eq!(
+        missing(&acked, &file_urls(&path)),
+        Vec::<String>::new(),
+        "lost from the file"
+    );
+    assert!(
+        !leftover.exists(),
+        "a crashed process's temporary file was kept"
+    );
+}
