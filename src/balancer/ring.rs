@@ -157,6 +157,31 @@ mod tests {
     }
 
     #[test]
+    fn instances_that_added_backends_in_another_order_agree() {
+        // Different insertion orders and process-local ids, as on two instances of a fleet.
+        let a = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        let b = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        for (id, port) in [(0, 10_000), (1, 10_001), (2, 10_002), (3, 10_003)] {
+            a.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        for (id, port) in [(7, 10_002), (8, 10_000), (9, 10_003), (5, 10_001)] {
+            b.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        let url = |lb: &Balancer, i: u32| {
+            lb.next_valid_peer(&client(i), &Tried::default())
+                .expect("ready")
+                .backend()
+                .name
+                .clone()
+        };
+        for i in 0..1000 {
+            assert_eq!(url(&a, i), url(&b, i), "client {i}");
+        }
+    }
+
+    #[test]
     fn same_client_same_backend_and_clients_spread() {
         let lb = balancer(StrategyKind::IpHash, &[1, 1, 1, 1]);
         let mut per_backend = [0usize; 4];

@@ -105,6 +105,12 @@ pub(crate) fn validate_store(raw: Option<FileStoreSection>) -> Result<StoreConfi
             return err("store.etcd.ca_file", format!("cannot read {ca:?}: {e}"));
         }
     }
+    if etcd.ca_file.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
+        return err(
+            "store.etcd.ca_file",
+            "missing (https:// endpoints need the CA certificate, PEM, that signs etcd's)",
+        );
+    }
     let timeout = match etcd.timeout {
         None => DEFAULT_ETCD_TIMEOUT,
         Some(RawDuration::Seconds(s)) => Duration::from_secs(s),
@@ -182,6 +188,7 @@ mod tests {
                 "etcd: {endpoints: [\"http://h:1\"], ca_file: /nonexistent/ca.pem}",
                 "store.etcd.ca_file",
             ),
+            ("etcd: {endpoints: [\"https://h:1\"]}", "store.etcd.ca_file"),
         ] {
             let e = parse(yaml).expect_err(yaml);
             assert_eq!(e.key, key, "{yaml}: {e}");
