@@ -88,6 +88,8 @@ pub struct Control {
     /// The write lock and what it protects.
     applied: tokio::sync::Mutex<Applied>,
     link: Mutex<Link>,
+    /// Serialises writes of the store's local copy.
+    remembering: tokio::sync::Mutex<()>,
 }
 
 impl Control {
@@ -115,6 +117,7 @@ impl Control {
                 connected: true,
                 last_error: None,
             }),
+            remembering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -340,7 +343,7 @@ impl Control {
                 self.describe_store(),
                 pool.revision
             );
-            store.remember(&pool).await;
+            self.remember(pool.revision).await;
         }
         Ok((changed, fresh))
     }
@@ -410,9 +413,15 @@ impl Control {
         Ok(())
     }
 
-    /// Updates the store's local copy (etcd's cache file) with the pool as applied.
+    /// Updates the store's local copy (etcd's cache file) with the pool as applied now. Copies
+    /// are written one at a time, each from the pool as it is when its turn comes, so a copy
+    /// never replaces a newer one. Once handing over, the new process keeps the copy.
     async fn remember(&self, revision: u64) {
         if let Some(store) = &self.store {
+            if self.phase() == Phase::HandingOver {
+                return;
+            }
+            let _turn = self.remembering.lock().await;
             let pool = StoredPool {
                 revision,
                 backends: self

@@ -289,7 +289,11 @@ impl Store for FileStore {
         }
         let stored = self.read()?;
         let origin = match &stored {
-            Some(p) => format!("{} (revision {})", self.describe(), p.revision),
+            Some(p) => format!(
+                "{} (revision {}; the state file wins over `backends` in the configuration)",
+                self.describe(),
+                p.revision
+            ),
             None => format!(
                 "the configuration's `backends` ({} not written yet)",
                 self.describe()
