@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod balancer;
 pub mod cli;
 pub mod config;
@@ -12,7 +13,6 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod pool;
 pub mod proxy;
 pub mod store;
 pub mod tls;
@@ -26,7 +26,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
-use crate::balancer::{strategy, Balancer};
+use crate::balancer::{strategy, Balancer, Replanner};
 use crate::config::Config;
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
@@ -132,11 +132,14 @@ fn prepare_with(config: Config, seed: bool) -> Result<Prepared, BuildError> {
         tls::tls_settings(tls)?;
     }
     tls::check_ca_file(config.server.ca_file.as_deref())?;
-    let balancer = Arc::new(Balancer::new(
-        strategy(config.strategy),
-        config.health.rise,
-        config.health.fall,
-    ));
+    let balancer = Arc::new(
+        Balancer::new(
+            strategy(config.strategy),
+            config.health.rise,
+            config.health.fall,
+        )
+        .with_resilience(config.outlier.clone(), config.slow_start),
+    );
     let prober =
         Arc::new(Prober::new(&config.health).with_ca_file(config.server.ca_file.as_deref()));
     let cookie_key = match &config.sticky_secret {
@@ -187,6 +190,10 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
     let phases = server.watch_execution_phase();
     let conf = &p.config;
 
+    server.add_service(background_service(
+        "balancer replanner",
+        Replanner::new(p.balancer.clone()),
+    ));
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health = server.add_service(background_service("health checker", checker));
     // Bootstrap (with `-u`: receive the listening sockets; with `-d` and

@@ -202,7 +202,13 @@ async fn two_hundred_concurrent_writes_over_both_instances_leave_both_pools_as_a
     for k in 0..200usize {
         let (a, b, urls) = (a.clone(), b.clone(), urls.clone());
         tasks.push(tokio::spawn(async move {
-            let on = |i: usize| if i % 2 == 0 { a.clone() } else { b.clone() };
+            let on = |i: usize| {
+                if i.is_multiple_of(2) {
+                    a.clone()
+                } else {
+                    b.clone()
+                }
+            };
             if k < 140 {
                 let (status, body) = add(&on(k), &urls[k]).await;
                 assert!(matches!(status, 201), "add {}: {status} {body}", urls[k]);

@@ -7,11 +7,11 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::backend::Backend;
 use crate::balancer::PoolError;
 use crate::config::{BackendSpec, BackendUrl};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
-use crate::pool::Backend;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -259,60 +259,33 @@ pub fn backend_json(b: &Backend) -> Value {
         "url": b.name,
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
-        "weight": b.weight,
+        "weight": b.weight(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,
         "last_probe": record.last_probe.map(unix),
         "requests": b.requests(),
         "errors": b.errors(),
+        "effective_weight": b.effective_weight(),
+        "consecutive_errors": b.consecutive_errors(),
+        "ejected": record.ejected_until.is_some(),
+        "ejections": record.ejections,
     })
 }
 
-/// The decoded value of `name` in a query string.
+/// The decoded value of `name` in a query string (`application/x-www-form-urlencoded`).
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes[i] == b'%')
-            .then(|| Some((hex(*bytes.get(i + 1)?)? << 4) | hex(*bytes.get(i + 2)?)?))
-            .flatten();
-        match (decoded, bytes[i]) {
-            (Some(v), _) => {
-                out.push(v);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, c) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
+/// Compares in constant time (`subtle`), so timing does not reveal how much of a token
+/// matched; a length mismatch is not a secret worth hiding (the token's length is fixed by
+/// the operator), so it ends the comparison at once.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]

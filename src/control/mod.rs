@@ -20,10 +20,10 @@ use std::time::Duration;
 use log::{info, warn};
 use serde_json::{json, Value};
 
+use crate::backend::Backend;
 use crate::balancer::{cookie_token, Balancer, LoadBalancer, PoolError};
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
 use crate::health::Prober;
-use crate::pool::Backend;
 use crate::store::{Basis, Change, CommitError, Entry, Event, Loaded, Store, StoredPool};
 
 /// How long resolving the host of a backend added at runtime may take.
@@ -175,6 +175,7 @@ impl Control {
     pub fn seed(&self, specs: &[BackendSpec]) -> Result<(), String> {
         for spec in specs {
             let backend = self.build_backend(spec)?;
+            backend.no_ramp_on_first_up();
             self.balancer
                 .add_backend(backend)
                 .map_err(|e| e.to_string())?;
@@ -327,7 +328,8 @@ impl Control {
             self.balancer.add_backend(b.clone())?;
             info!(
                 "backend {} added (weight {}, by another instance)",
-                b.name, b.weight
+                b.name,
+                b.weight()
             );
             changed += 1;
         }
@@ -384,7 +386,8 @@ impl Control {
                         self.balancer.add_backend(backend.clone())?;
                         info!(
                             "backend {} added (weight {}, by another instance)",
-                            backend.name, backend.weight
+                            backend.name,
+                            backend.weight()
                         );
                         added.push(backend);
                         changed = true;
@@ -443,12 +446,7 @@ impl Control {
     fn probe_all(&self, added: Vec<Arc<Backend>>) {
         for backend in added {
             let (prober, balancer) = (self.prober.clone(), self.balancer.clone());
-            tokio::spawn(async move {
-                let seen = prober.probe(&backend).await;
-                if backend.is_enabled() {
-                    balancer.set_backend_status(&backend, seen);
-                }
-            });
+            tokio::spawn(async move { prober.probe_into(&balancer, &backend).await });
         }
     }
 
@@ -464,17 +462,18 @@ impl Control {
             let backend = this.backend_at(&spec, addr);
             let apply = || -> Result<(), ControlError> {
                 this.balancer.add_backend(backend.clone())?;
-                info!("backend {} added (weight {})", backend.name, backend.weight);
+                info!(
+                    "backend {} added (weight {})",
+                    backend.name,
+                    backend.weight()
+                );
                 Ok(())
             };
             this.commit(change, apply).await?;
             Ok(backend)
         })
         .await?;
-        let seen = self.prober.probe(&backend).await;
-        if backend.is_enabled() {
-            self.balancer.set_backend_status(&backend, seen);
-        }
+        self.prober.probe_into(&self.balancer, &backend).await;
         Ok(backend)
     }
 

@@ -3,10 +3,12 @@
 //! `eventually`.
 #![allow(dead_code, unused_imports)]
 
+pub mod closing;
 pub mod etcd;
 pub mod gateway;
 pub mod origin;
 
+pub use closing::{Closing, ClosingOrigin};
 pub use etcd::Etcd;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};
