@@ -415,7 +415,24 @@ async fn with_etcd_down_an_instance_starts_from_its_cache_or_refuses_clearly() {
     assert!(served, "the cached pool is not served");
 
     // Without a cache it refuses to start, and says why.
-    let out = member(&etcd, "/t/cache", &[&one]).check();
+    let uncached = member(&etcd, "/t/cache", &[&one]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portico.yaml");
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(&config, uncached.yaml(dir.path(), port, admin_port)).expect("config");
+    let mut refused = Gateway::spawn(dir, config, port, admin_port, &[]);
+    let exit = refused.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "started without etcd and without a cache ({exit:?}); log:\n{}",
+        refused.log()
+    );
+    assert!(
+        refused.log().contains("cannot reach etcd at"),
+        "{}",
+        refused.log()
+    );
+    let out = uncached.check();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "`portico -t` passed with etcd down");
     assert!(text.contains("cannot reach etcd at"), "{text}");

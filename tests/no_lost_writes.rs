@@ -192,6 +192,10 @@ async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store()
         "lost from the file"
     );
     assert_eq!(in_status, in_file, "the pool and the file disagree");
+    let store = &gw.status().await["store"];
+    assert_eq!(store["kind"], "file", "{store}");
+    assert_eq!(store["path"], path.display().to_string(), "{store}");
+    assert_eq!(store["synced"], true, "{store}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -120,9 +120,18 @@ async fn a_write_behind_the_store_resyncs_first_and_never_overwrites() {
     assert_eq!(stored.specs().len(), 2);
 }
 
-/// A store whose pool is set by the test; commits succeed at the next revision.
+/// A store whose pool is set by the test; commits succeed at the next revision (with an
+/// unconfirmed durability when `uncertain` is set).
 struct Scripted {
     pool: StdMutex<StoredPool>,
+    uncertain: std::sync::atomic::AtomicBool,
+}
+
+fn scripted(pool: StoredPool) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        pool: StdMutex::new(pool),
+        uncertain: std::sync::atomic::AtomicBool::new(false),
+    })
 }
 
 #[async_trait]
@@ -149,6 +158,12 @@ impl Store for Scripted {
     async fn commit(&self, _: Basis, _: &Change) -> Result<u64, CommitError> {
         let mut pool = self.pool.lock().expect("pool");
         pool.revision += 1;
+        if self.uncertain.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CommitError::Uncertain {
+                revision: pool.revision,
+                message: "written, fsync failed".into(),
+            });
+        }
         Ok(pool.revision)
     }
     async fn watch(&self, _: u64) -> Result<Option<EventStream>, StoreError> {
@@ -165,11 +180,9 @@ fn entry(url: &str, revision: u64) -> Entry {
 
 #[tokio::test]
 async fn a_resync_that_fails_half_way_changes_nothing_and_blocks_writes() {
-    let store = Arc::new(Scripted {
-        pool: StdMutex::new(StoredPool {
-            revision: 1,
-            backends: vec![entry("http://127.0.0.1:1", 1)],
-        }),
+    let store = scripted(StoredPool {
+        revision: 1,
+        backends: vec![entry("http://127.0.0.1:1", 1)],
     });
     let c = control(Some(store.clone()));
     started(&c).await;
@@ -205,11 +218,9 @@ async fn a_resync_that_fails_half_way_changes_nothing_and_blocks_writes() {
 
 #[tokio::test]
 async fn watched_events_apply_once_and_in_order() {
-    let store = Arc::new(Scripted {
-        pool: StdMutex::new(StoredPool {
-            revision: 5,
-            backends: vec![entry("http://127.0.0.1:1", 5)],
-        }),
+    let store = scripted(StoredPool {
+        revision: 5,
+        backends: vec![entry("http://127.0.0.1:1", 5)],
     });
     let c = control(Some(store));
     started(&c).await;
@@ -239,4 +250,22 @@ async fn watched_events_apply_once_and_in_order() {
         .expect("applied");
     assert_eq!(pool(&c).len(), 2);
     assert_eq!(c.applied_revision().await, 8);
+}
+
+#[tokio::test]
+async fn a_change_written_without_confirmed_durability_is_applied_and_said_so() {
+    let store = scripted(StoredPool::default());
+    let c = control(Some(store.clone()));
+    started(&c).await;
+    store
+        .uncertain
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    match c.add(spec("http://127.0.0.1:1", 1)).await {
+        Err(ControlError::Store(m)) => assert!(m.contains("made and applied"), "{m}"),
+        other => panic!(
+            "expected a Store error, got {:?}",
+            other.map(|b| b.name.clone())
+        ),
+    }
+    assert_eq!(pool(&c), [spec("http://127.0.0.1:1", 1)], "not applied");
 }
