@@ -17,8 +17,16 @@ use support::*;
 
 /// Graceful upgrades performed while the client writes.
 const UPGRADES: usize = 3;
-/// Acknowledged adds required between two upgrades (proof that the new process takes writes).
-const PROGRESS: usize = 2;
+/// Acknowledged adds required between two upgrades (proof that the new process takes writes),
+/// at full speed and with every change held in flight.
+const PROGRESS: usize = 15;
+const PROGRESS_HELD: usize = 2;
+/// With `held`, every change the gateways (debug builds) commit waits this long after its
+/// phase check, so that one is in flight whenever a hand-over begins and still in flight when
+/// the new process receives the sockets: Pingora's new process polls for them once a second,
+/// so a shorter hold would let an unprotected write land before the new process reads the
+/// store, and hide the race these tests are about.
+const COMMIT_DELAY_MS: &str = "2500";
 
 /// What the writer saw.
 #[derive(Default)]
@@ -108,27 +116,23 @@ async fn wait_acked(writes: &Writes, at_least: usize, gw: &Gateway) {
     );
 }
 
-/// Makes every change the gateways (debug builds) commit wait this long after its phase
-/// check, so that a change is in flight whenever a hand-over begins, and is still in flight
-/// when the new process receives the sockets: Pingora's new process polls for them once a
-/// second, so a shorter delay would let an unprotected write land before the new process
-/// reads the store and hide the race this test is about.
-const COMMIT_DELAY: &str = "2500";
-
-fn hold_changes_in_flight() {
-    static SET: std::sync::Once = std::sync::Once::new();
-    // Set once, before any gateway of this test binary is spawned (they inherit it).
-    SET.call_once(|| std::env::set_var("PORTICO_TEST_COMMIT_DELAY_MS", COMMIT_DELAY));
-}
-
-/// Runs the writer through [`UPGRADES`] upgrades; returns the last gateway and the writes.
-async fn upgrades_under_writes(builder: GatewayBuilder) -> (Gateway, Arc<Writes>) {
-    hold_changes_in_flight();
+/// Runs the writer through [`UPGRADES`] upgrades (with every change held in flight when
+/// `held`); returns the last gateway and the writes.
+async fn upgrades_under_writes(mut builder: GatewayBuilder, held: bool) -> (Gateway, Arc<Writes>) {
+    let progress = if held {
+        builder.env.push((
+            "PORTICO_TEST_COMMIT_DELAY_MS".into(),
+            COMMIT_DELAY_MS.into(),
+        ));
+        PROGRESS_HELD
+    } else {
+        PROGRESS
+    };
     let mut gw = builder.start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(Writes::default());
     let task = writer(gw.admin("/backends"), stop.clone(), writes.clone());
-    wait_acked(&writes, PROGRESS, &gw).await;
+    wait_acked(&writes, progress, &gw).await;
     for round in 1..=UPGRADES {
         let before = writes.acked().len();
         let mut new = gw.upgrade().await;
@@ -138,7 +142,7 @@ async fn upgrades_under_writes(builder: GatewayBuilder) -> (Gateway, Arc<Writes>
             "upgrade {round}: old process exit {status:?}; log:\n{}",
             gw.log()
         );
-        wait_acked(&writes, before + PROGRESS, &new).await;
+        wait_acked(&writes, before + progress, &new).await;
         // Everything acknowledged so far, by either process, is in the new one's pool (not
         // only after a later restart reloads the store).
         let acked = writes.acked();
@@ -164,8 +168,7 @@ fn missing(acked: &[String], present: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store() {
+async fn with_the_file_store(held: bool) {
     let state = tempfile::tempdir().expect("tempdir");
     let path = state.path().join("pool.json");
     let builder = GatewayBuilder {
@@ -173,12 +176,12 @@ async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store()
         access_log: false,
         ..GatewayBuilder::default()
     };
-    let (gw, writes) = upgrades_under_writes(builder).await;
+    let (gw, writes) = upgrades_under_writes(builder, held).await;
     let acked = writes.acked();
     let in_status = pool(&gw).await;
     let in_file = file_urls(&path);
     eprintln!(
-        "file store: {} adds acknowledged over {UPGRADES} upgrades",
+        "file store (held: {held}): {} adds acknowledged over {UPGRADES} upgrades",
         acked.len()
     );
     assert_eq!(
@@ -198,20 +201,19 @@ async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store()
     assert_eq!(store["synced"], true, "{store}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_acknowledged_add_is_lost_across_three_upgrades_with_etcd() {
+async fn with_etcd(held: bool) {
     let etcd = Etcd::start().await;
     let builder = GatewayBuilder {
         extra: etcd.store_yaml("/t/upgrades"),
         access_log: false,
         ..GatewayBuilder::default()
     };
-    let (gw, writes) = upgrades_under_writes(builder).await;
+    let (gw, writes) = upgrades_under_writes(builder, held).await;
     let acked = writes.acked();
     let in_status = pool(&gw).await;
     let in_etcd: BTreeSet<String> = etcd.urls("/t/upgrades").await.into_iter().collect();
     eprintln!(
-        "etcd: {} adds acknowledged over {UPGRADES} upgrades",
+        "etcd (held: {held}): {} adds acknowledged over {UPGRADES} upgrades",
         acked.len()
     );
     assert_eq!(
@@ -228,6 +230,26 @@ async fn no_acknowledged_add_is_lost_across_three_upgrades_with_etcd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_add_is_lost_across_three_upgrades_with_the_file_store() {
+    with_the_file_store(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_add_in_flight_at_a_hand_over_is_lost_with_the_file_store() {
+    with_the_file_store(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_add_is_lost_across_three_upgrades_with_etcd() {
+    with_etcd(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_add_in_flight_at_a_hand_over_is_lost_with_etcd() {
+    with_etcd(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_add_is_lost_to_kill_9_and_leftovers_are_cleaned() {
     let state = tempfile::tempdir().expect("tempdir");
     let path = state.path().join("pool.json");
@@ -240,7 +262,7 @@ async fn no_acknowledged_add_is_lost_to_kill_9_and_leftovers_are_cleaned() {
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(Writes::default());
     let task = writer(gw.admin("/backends"), stop.clone(), writes.clone());
-    wait_acked(&writes, 2 * PROGRESS, &gw).await;
+    wait_acked(&writes, PROGRESS, &gw).await;
     gw.signal(Signal::SIGKILL);
     stop.store(true, Ordering::SeqCst);
     task.await.expect("writer");
