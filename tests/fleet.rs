@@ -506,3 +506,44 @@ async fn sticky_strategies_agree_across_instances() {
         assert_eq!(seen.len(), 3, "A spread new clients over {seen:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_prefix_is_not_applied_as_an_empty_pool() {
+    let etcd = Etcd::start().await;
+    let one = Origin::start("one").await;
+    let a = member(&etcd, "/t/wipe", &[&one]).start().await;
+    assert!(
+        a.wait_alive(&one.url(), true, Duration::from_secs(10))
+            .await
+    );
+
+    let mut client = etcd.client().await;
+    client
+        .delete(
+            "/t/wipe/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("wipe the prefix");
+    let refused = eventually(Duration::from_secs(5), || async {
+        let store = &a.status().await["store"];
+        store["synced"] == false
+            && store["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("wiped") || e.contains("holds no pool"))
+    })
+    .await;
+    assert!(refused, "the wipe is not reported: {}", a.status().await);
+    assert_eq!(pool(&a).await, [one.url()], "the wipe emptied the pool");
+    assert_eq!(answer(&a.url("/")).await.as_deref(), Some("one"));
+    assert_eq!(add(&a, &closed_backend()).await.0, 503);
+
+    // An instance that starts seeds the prefix again; A follows.
+    let _b = member(&etcd, "/t/wipe", &[&one]).start().await;
+    let back = eventually(Duration::from_secs(5), || async {
+        a.status().await["store"]["synced"] == true
+    })
+    .await;
+    assert!(back, "A did not resync after the prefix was seeded again");
+    assert_eq!(add(&a, &closed_backend()).await.0, 201);
+}

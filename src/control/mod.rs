@@ -234,12 +234,12 @@ impl Control {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         if link.connected && !connected {
             warn!(
-                "{}: unreachable ({}); serving the last pool applied, admin changes refused",
+                "{}: unavailable ({}); serving the last pool applied, admin changes refused",
                 self.describe_store(),
                 error.as_deref().unwrap_or("unknown error")
             );
         } else if !link.connected && connected {
-            info!("{}: reachable again", self.describe_store());
+            info!("{}: available again", self.describe_store());
         }
         link.connected = connected;
         if error.is_some() || connected {

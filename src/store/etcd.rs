@@ -291,9 +291,18 @@ impl Store for EtcdStore {
         }
     }
 
+    /// A prefix that holds neither backends nor the seeded marker was wiped (or never seeded):
+    /// that is refused rather than applied as an empty pool, which would take every backend
+    /// out of traffic on every instance. Restarting an instance seeds it again.
     async fn load(&self) -> Result<StoredPool, StoreError> {
-        let (pool, _) = self.read().await.map_err(StoreError)?;
-        Ok(pool)
+        match self.read().await.map_err(StoreError)? {
+            (pool, true) => Ok(pool),
+            (_, false) => Err(StoreError(format!(
+                "etcd prefix {} holds no pool (never seeded, or wiped); keeping the pool \
+                 applied; restart an instance to seed it from `backends`",
+                self.config.prefix
+            ))),
+        }
     }
 
     async fn commit(&self, basis: Basis, change: &Change) -> Result<u64, CommitError> {
@@ -346,14 +355,15 @@ impl Store for EtcdStore {
         let mut client = self.connect().await.map_err(StoreError)?;
         let start = i64::try_from(from.saturating_add(1)).unwrap_or(i64::MAX);
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let watch = client.watch(self.backends_prefix(), Some(options));
+        // The whole prefix: the seeded marker's deletion means the prefix was wiped.
+        let watch = client.watch(format!("{}/", self.config.prefix), Some(options));
         let stream = bounded(self.timeout(), watch)
             .await
             .inspect_err(|_| self.disconnect())
             .map_err(StoreError)?;
-        let prefix_owner = EtcdStore::new(self.config.clone(), None);
+        let decoder = EtcdStore::new(self.config.clone(), None);
         let events = futures::stream::unfold(
-            (stream, prefix_owner, false),
+            (stream, decoder, false),
             |(mut stream, store, done)| async move {
                 if done {
                     return None;
@@ -364,17 +374,7 @@ impl Store for EtcdStore {
                         resp.cancel_reason(),
                         resp.compact_revision()
                     ))),
-                    Ok(Some(resp)) => resp
-                        .events()
-                        .iter()
-                        .filter_map(|ev| {
-                            let kv = ev.kv()?;
-                            Some(match ev.event_type() {
-                                EventType::Put => store.entry(kv).map(Event::Put),
-                                EventType::Delete => store.deleted(kv),
-                            })
-                        })
-                        .collect::<Result<Vec<Event>, StoreError>>(),
+                    Ok(Some(resp)) => store.decode(resp.events()),
                     Ok(None) => Err(StoreError("etcd closed the watch".into())),
                     Err(e) => Err(StoreError(format!("etcd watch failed: {e}"))),
                 };
@@ -404,6 +404,33 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
+    /// One watch response's events about backends. A batch that deletes the seeded marker
+    /// (the prefix was wiped, e.g. `etcdctl del --prefix`) is refused as a whole: applying it
+    /// would take every backend out of traffic; the resync that follows refuses it too.
+    fn decode(&self, events: &[etcd_client::Event]) -> Result<Vec<Event>, StoreError> {
+        let seeded = self.seeded_key();
+        let backends = self.backends_prefix();
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            if kv.key() == seeded.as_bytes() && ev.event_type() == EventType::Delete {
+                return Err(StoreError(format!(
+                    "etcd prefix {} was wiped (its seeded marker deleted); keeping the pool \
+                     applied",
+                    self.config.prefix
+                )));
+            }
+            if !kv.key().starts_with(backends.as_bytes()) {
+                continue;
+            }
+            out.push(match ev.event_type() {
+                EventType::Put => Event::Put(self.entry(kv)?),
+                EventType::Delete => self.deleted(kv)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// A delete event: the URL is recovered from the key (the value is gone).
     fn deleted(&self, kv: &KeyValue) -> Result<Event, StoreError> {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
