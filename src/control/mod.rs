@@ -2,8 +2,8 @@
 //! store, what of it this process has applied, and the process's [`Phase`]. A change is
 //! committed to the store (conditioned on what this process last applied) before it is applied
 //! to the balancer and acknowledged; changes made by other instances arrive through the
-//! watch ([`sync`]) and are applied the same way (new backends probed at once, removed ones
-//! drained).
+//! watch ([`StoreWatch`]) and are applied the same way (new backends probed at once, removed
+//! ones drained).
 
 mod phase;
 mod sync;
@@ -300,18 +300,21 @@ impl Control {
         };
         let specs = pool.specs();
         let current = self.balancer.snapshot();
-        let mut fresh = Vec::new();
-        for spec in &specs {
-            let same = current.backends.iter().any(|b| &b.spec() == spec);
-            if !same {
-                match resolve(&spec.url).await {
-                    Ok(addr) => fresh.push(self.backend_at(spec, addr)),
-                    Err(e) => {
-                        applied.synced = false;
-                        let e = format!("cannot apply the stored pool: {e}");
-                        self.set_link(true, Some(e.clone()));
-                        return Err(ControlError::Unavailable(e));
-                    }
+        // Resolved all at once: each lookup is bounded, and the write lock is held meanwhile.
+        let new_specs: Vec<&BackendSpec> = specs
+            .iter()
+            .filter(|spec| !current.backends.iter().any(|b| &b.spec() == *spec))
+            .collect();
+        let lookups = futures::future::join_all(new_specs.iter().map(|s| resolve(&s.url))).await;
+        let mut fresh = Vec::with_capacity(new_specs.len());
+        for (spec, lookup) in new_specs.into_iter().zip(lookups) {
+            match lookup {
+                Ok(addr) => fresh.push(self.backend_at(spec, addr)),
+                Err(e) => {
+                    applied.synced = false;
+                    let e = format!("cannot apply the stored pool: {e}");
+                    self.set_link(true, Some(e.clone()));
+                    return Err(ControlError::Unavailable(e));
                 }
             }
         }
