@@ -9,10 +9,13 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod grpc_reply;
 pub mod health;
 pub mod lifecycle;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod peer;
 pub mod proxy;
 pub mod store;
 pub mod tls;
@@ -221,18 +224,30 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
         access_log: conf.access_log,
         connect_timeout: conf.timeouts.connect,
         read_timeout: conf.timeouts.read,
+        websocket_idle: conf.timeouts.websocket_idle,
         sticky_cookie: conf.sticky_cookie.clone(),
         tls,
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(
-            p.balancer.clone(),
-            p.metrics.clone(),
-            settings(false),
-            p.control.phase_cell(),
-        ),
-        "proxy",
+    // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
+    // listener reads the first bytes and hands the connection to one of two proxies.
+    let plain = |h2c: bool| {
+        let mut proxy = pingora::proxy::http_proxy(
+            &server.configuration,
+            Proxy::new(
+                p.balancer.clone(),
+                p.metrics.clone(),
+                settings(false),
+                p.control.phase_cell(),
+            ),
+        );
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = h2c;
+        proxy.server_options = Some(options);
+        proxy
+    };
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        listener::PlainListener::new(plain(false), plain(true)),
     );
     proxy.add_tcp(&conf.listen.to_string());
     server.add_service(proxy).add_dependency(&boot);

@@ -22,6 +22,7 @@ use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
 use crate::config::{format_duration, StrategyKind};
 use crate::control::{Phase, PhaseCell};
+use crate::grpc_reply;
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
 
@@ -43,6 +44,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
+    pub websocket_idle: Duration,
     pub sticky_cookie: String,
     /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
     pub tls: bool,
@@ -88,6 +91,9 @@ pub struct RequestCtx {
     /// The current backend's failure has been counted (each failure counts once).
     failure_counted: bool,
     set_cookie: bool,
+    /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
+    /// what metrics and the access log count.
+    answered: Option<u16>,
 }
 
 impl RequestCtx {
@@ -119,6 +125,7 @@ impl ProxyHttp for Proxy {
             picked: Instant::now(),
             failure_counted: false,
             set_cookie: false,
+            answered: None,
         }
     }
 
@@ -129,6 +136,12 @@ impl ProxyHttp for Proxy {
     /// released and remembered. No ready backend: a 503 error, or a 502 when backends were
     /// tried and failed (answered in `fail_to_proxy`). During a graceful upgrade's hand-over
     /// the client connection is not kept alive.
+    ///
+    /// Each HTTP/2 stream (each gRPC call) is one request here, so balancing and the lease are
+    /// per call. A WebSocket upgrade keeps its lease, and so counts in `current_connections`,
+    /// until the upgraded connection ends (Pingora runs the whole tunnel inside this request);
+    /// it waits `timeouts.websocket_idle` instead of `timeouts.read` on both sides, and goes to
+    /// the backend over HTTP/1.1 (Pingora does not speak WebSockets over HTTP/2, RFC 8441).
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -163,7 +176,12 @@ impl ProxyHttp for Proxy {
         ctx.failure_counted = false;
         let backend = lease.backend();
         ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
-        let peer = backend.peer();
+        let mut peer = backend.peer();
+        if is_websocket(session.req_header()) {
+            peer.options.read_timeout = Some(self.settings.websocket_idle);
+            peer.options.set_http_version(1, 1);
+            session.set_read_timeout(Some(self.settings.websocket_idle));
+        }
         ctx.lease = Some(lease);
         Ok(peer)
     }
@@ -284,7 +302,7 @@ impl ProxyHttp for Proxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if matches!(e.esource(), ErrorSource::Downstream) {
+        if matches!(e.esource(), ErrorSource::Downstream) || websocket_went_idle(session, &e) {
             e.set_retry(false);
             return e;
         }
@@ -298,7 +316,9 @@ impl ProxyHttp for Proxy {
     }
 
     /// Answers errors with a short JSON body: 503 when no backend is available, 504 when the
-    /// backend stayed silent past `timeouts.read`, 502 for other backend failures.
+    /// backend stayed silent past `timeouts.read`, 502 for other backend failures. A gRPC call
+    /// gets the same as a trailers-only gRPC answer instead (`grpc-status` 14, UNAVAILABLE,
+    /// for those three), counted in metrics and the access log as the HTTP status it stands for.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -328,13 +348,27 @@ impl ProxyHttp for Proxy {
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
-        if code >= 500 && code != 503 && matches!(e.esource(), ErrorSource::Upstream) {
+        if code >= 500
+            && code != 503
+            && matches!(e.esource(), ErrorSource::Upstream)
+            && !websocket_went_idle(session, e)
+        {
             // Counted at its source already, unless it failed somewhere Portico has no hook.
             ctx.count_failure(&self.balancer, true);
         }
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
+            if grpc_reply::is_grpc(session.req_header()) {
+                if let Ok(resp) = grpc_reply::answer(code, &message) {
+                    let _ = session.write_response_header(Box::new(resp), true).await;
+                }
+                ctx.answered = Some(code);
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(resp) = json_header(code, body.len()) {
                 let _ = session.write_response_header(Box::new(resp), false).await;
@@ -349,7 +383,9 @@ impl ProxyHttp for Proxy {
 
     /// Counts the request in the metrics and writes the access log line when enabled.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = ctx
+            .answered
+            .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
         if self.settings.access_log {
@@ -369,10 +405,12 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Keeps Pingora's error log for real failures; a client that went away is not one.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    /// Keeps Pingora's error log for real failures; a client that went away is not one, nor
+    /// a WebSocket closed for silence.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        (matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed))
+            || websocket_went_idle(session, e)
     }
 }
 
@@ -382,6 +420,25 @@ impl Proxy {
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
         ctx.tried.len() < self.settings.retries as usize
     }
+}
+
+/// Whether `e` ended an established WebSocket that stayed silent for `timeouts.websocket_idle`:
+/// the bound doing its job, not a failure of the backend (it must not count toward ejection).
+fn websocket_went_idle(session: &Session, e: &Error) -> bool {
+    session.as_ref().was_upgraded() && matches!(e.etype(), ReadTimedout | WriteTimedout)
+}
+
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1): the only upgrade
+/// Pingora's upstream request policy forwards.
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -550,6 +607,14 @@ mod tests {
             ("Connection", "X-Secret")
         ]));
         assert!(needs(&[("Proxy-Connection", "keep-alive")]));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_count_as_websockets() {
+        assert!(is_websocket(&request(&[("Upgrade", "websocket")])));
+        assert!(is_websocket(&request(&[("Upgrade", "foo, WebSocket")])));
+        assert!(!is_websocket(&request(&[("Upgrade", "h2c")])));
+        assert!(!is_websocket(&request(&[])));
     }
 
     #[test]

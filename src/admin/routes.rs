@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Backend;
 use crate::balancer::PoolError;
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
 
@@ -150,6 +150,7 @@ impl AdminApi {
         struct AddBody {
             url: String,
             weight: Option<i64>,
+            protocol: Option<String>,
         }
         let body = match json_body(req) {
             Ok(Some(b)) => b,
@@ -168,7 +169,19 @@ impl AdminApi {
             Ok(w) => w,
             Err(e) => return AdminResponse::error(400, e),
         };
-        match self.control.add(BackendSpec { url, weight }).await {
+        let protocol = match Protocol::for_url(&url, parsed.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, format!("protocol: {e}")),
+        };
+        match self
+            .control
+            .add(BackendSpec {
+                url,
+                weight,
+                protocol,
+            })
+            .await
+        {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
             Err(e) => control_error(e),
         }
@@ -260,6 +273,7 @@ pub fn backend_json(b: &Backend) -> Value {
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
         "weight": b.weight(),
+        "protocol": b.protocol.name(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{BackendSpec, BackendUrl, Timeouts};
+use crate::config::{BackendSpec, BackendUrl, Protocol, Timeouts};
 pub mod clock;
 mod ewma;
 mod health;
@@ -48,6 +48,7 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     weight: AtomicU32,
+    pub protocol: Protocol,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
     peer: HttpPeer,
@@ -100,26 +101,14 @@ impl Backend {
         timeouts: &Timeouts,
         cookie_token: String,
     ) -> Backend {
-        let tls = spec.url.is_tls();
-        // Always the URL's host: Pingora skips certificate verification when the SNI is
-        // empty. For an IP address rustls sends no SNI and checks the certificate's IP SAN.
-        let sni = if tls {
-            spec.url.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(addr, tls, sni);
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.total_connection_timeout = Some(timeouts.connect * 2);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
+        let peer = crate::peer::peer_for(spec, addr, timeouts);
         Backend {
             id,
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
             weight: AtomicU32::new(spec.weight),
+            protocol: spec.protocol,
             cookie_token,
             peer,
             alive: AtomicBool::new(false),
@@ -151,6 +140,7 @@ impl Backend {
         BackendSpec {
             url: self.url.clone(),
             weight: self.weight(),
+            protocol: self.protocol,
         }
     }
 

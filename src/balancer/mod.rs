@@ -360,10 +360,12 @@ pub(crate) mod testing {
         let spec = BackendSpec {
             url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
             weight,
+            protocol: Default::default(),
         };
         let timeouts = Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
+            websocket_idle: Duration::from_secs(1),
         };
         let addr = ([127, 0, 0, 1], port).into();
         let token = cookie_token(b"test", &spec.url.to_string());

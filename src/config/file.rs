@@ -67,6 +67,7 @@ pub struct FileHealthCheck {
     pub timeout: Option<RawDuration>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub grpc: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +75,7 @@ pub struct FileHealthCheck {
 pub struct FileTimeouts {
     pub connect: Option<RawDuration>,
     pub read: Option<RawDuration>,
+    pub websocket_idle: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,7 +17,7 @@ mod store;
 mod strategy;
 mod validate;
 
-pub use backend::{backend_entry, BackendSpec};
+pub use backend::{backend_entry, BackendSpec, Protocol};
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
 pub use store::{EtcdConfig, StoreConfig, DEFAULT_ETCD_TIMEOUT};
@@ -89,10 +89,7 @@ impl Config {
 /// A backend spec from a URL known to be valid (tests only).
 #[cfg(test)]
 pub(crate) fn test_spec(url: &str, weight: u32) -> BackendSpec {
-    BackendSpec {
-        url: BackendUrl::parse(url).expect("valid test URL"),
-        weight,
-    }
+    BackendSpec::new(BackendUrl::parse(url).expect("valid test URL"), weight)
 }
 
 #[cfg(test)]

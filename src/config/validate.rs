@@ -103,6 +103,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
         timeout: duration("health_check.timeout", hc.timeout, Duration::from_secs(2))?,
         rise: count("health_check.rise", hc.rise, 2, 1000)?,
         fall: count("health_check.fall", hc.fall, 3, 1000)?,
+        grpc: hc.grpc.unwrap_or(false),
     };
 
     let mut backends: Vec<BackendSpec> = Vec::with_capacity(raw.backends.len());
@@ -122,6 +123,11 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
     let timeouts = Timeouts {
         connect: duration("timeouts.connect", t.connect, Duration::from_secs(2))?,
         read: duration("timeouts.read", t.read, Duration::from_secs(30))?,
+        websocket_idle: duration(
+            "timeouts.websocket_idle",
+            t.websocket_idle,
+            Duration::from_secs(3600),
+        )?,
     };
 
     let a = raw.admin.unwrap_or_default();

@@ -676,10 +676,12 @@ pub(crate) mod testing {
             timeout: Duration::from_millis(300),
             rise: 1,
             fall: 1,
+            grpc: false,
         };
         let timeouts = Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
+            websocket_idle: Duration::from_secs(1),
         };
         Arc::new(Control::new(
             Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)),

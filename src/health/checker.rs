@@ -192,6 +192,7 @@ mod tests {
             timeout,
             rise: 1,
             fall: 1,
+            grpc: false,
         }))
     }
 

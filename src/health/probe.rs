@@ -1,5 +1,6 @@
 //! One probe of one backend: an HTTP `GET` of the configured path (2xx/3xx passes) or, without
-//! a path, a TCP (or TLS) connect; bounded as a whole by the probe timeout.
+//! a path, a TCP (or TLS) connect; with `grpc: true`, HTTP/2 backends get a gRPC health check
+//! ([`super::grpc`]) instead. Bounded as a whole by the probe timeout.
 //!
 //! The probe does what `pingora-load-balancing`'s `HttpHealthCheck` / `TcpHealthCheck` do (the
 //! same Pingora connectors, peers, sessions and error types) but shares one connector across
@@ -19,7 +20,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::backend::Backend;
 use crate::backend::Observation;
 use crate::balancer::Balancer;
-use crate::config::{format_duration, HealthConfig};
+use crate::config::{format_duration, HealthConfig, Protocol};
 
 /// The `User-Agent` of HTTP probes, so that backends can tell them from traffic.
 pub const USER_AGENT: &str = "portico-health-check";
@@ -39,6 +40,8 @@ enum Method {
 /// never wait for one another here (the checker bounds how many run at once).
 pub struct Prober {
     method: Method,
+    /// With `health_check.grpc`: the connector of gRPC probes (HTTP/2 backends only).
+    grpc: Option<Box<HttpConnector>>,
     timeout: Duration,
 }
 
@@ -57,6 +60,7 @@ impl Prober {
         };
         Prober {
             method,
+            grpc: config.grpc.then(|| Box::new(HttpConnector::new(None))),
             timeout: config.timeout,
         }
     }
@@ -70,6 +74,9 @@ impl Prober {
         };
         let mut options = pingora::connectors::ConnectorOptions::new(1);
         options.ca_file = Some(ca.to_string());
+        if self.grpc.is_some() {
+            self.grpc = Some(Box::new(HttpConnector::new(Some(options.clone()))));
+        }
         self.method = match self.method {
             Method::Http { path, .. } => Method::Http {
                 path,
@@ -122,6 +129,9 @@ impl Prober {
 
     async fn check(&self, backend: &Backend) -> Result<()> {
         let peer = self.peer(backend);
+        if let (Some(connector), true) = (&self.grpc, backend.protocol == Protocol::H2) {
+            return super::grpc::check(connector, &peer, &backend.url.authority()).await;
+        }
         match &self.method {
             Method::Tcp { connector } => connector.get_stream(&*peer).await.map(|_| ()),
             Method::Http { path, connector } => {
@@ -175,6 +185,10 @@ pub fn probe_reason(e: &Error, timeout: Duration) -> String {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => no_answer(timeout),
         ErrorType::ConnectionClosed => "connection closed".into(),
         ErrorType::CustomCode(_, code) => format!("health check returned {code}"),
+        t if *t == super::grpc::GRPC_HEALTH => match &e.context {
+            Some(c) => format!("gRPC health check: {}", c.as_str()),
+            None => "gRPC health check failed".into(),
+        },
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
             // The context names the TLS failure ("invalid peer certificate: UnknownIssuer");
             // Pingora's cause here only carries the local address.

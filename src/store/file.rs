@@ -331,6 +331,7 @@ mod tests {
     use super::*;
 
     use crate::config::test_spec as spec;
+    use crate::config::Protocol;
 
     fn add(url: &str) -> Change {
         Change::Add(spec(url, 1))
@@ -444,11 +445,44 @@ mod tests {
             r#"{"version": 1, "backends": [{"url": "ftp://x:1", "weight": 1}]}"#,
             r#"{"version": 1, "backends": [{"url": "http://x:1", "weight": 0}]}"#,
             r#"{"version": 1, "backends": [{"url": "http://x:1", "weight": 1, "new": 1}]}"#,
+            r#"{"version": 1, "backends": [{"url": "http://x:1", "weight": 1, "protocol": "h2"}]}"#,
+            r#"{"version": 1, "backends": [{"url": "https://x:1", "weight": 1, "protocol": "h3"}]}"#,
         ] {
             fs::write(&path, bad).expect("write");
             let e = FileStore::new(&path).read().expect_err(bad).to_string();
             assert!(e.contains(&path.display().to_string()), "{e}");
         }
+    }
+
+    #[test]
+    fn files_without_protocol_load_as_http1_and_h2_is_written_only_for_http2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"version": 1, "backends": [{"url": "https://x:1", "weight": 3}]}"#,
+        )
+        .expect("write");
+        let store = FileStore::new(&path);
+        let loaded = store.read().expect("old format loads").expect("stored");
+        assert_eq!(loaded.specs(), vec![spec("https://x:1", 3)]);
+        assert_eq!(loaded.backends[0].spec.protocol, Protocol::Http1);
+
+        let mut h2 = spec("https://y:2", 1);
+        h2.protocol = Protocol::H2;
+        let c2 = spec("h2c://127.0.0.1:50051", 1);
+        store
+            .commit_now(at(0), &Change::Add(h2.clone()))
+            .expect("saved");
+        store
+            .commit_now(at(1), &Change::Add(c2.clone()))
+            .expect("saved");
+        let doc: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("read")).expect("json");
+        assert!(doc["backends"][0].get("protocol").is_none(), "{doc}");
+        assert_eq!(doc["backends"][1]["protocol"], "h2");
+        let reloaded = store.read().expect("read").expect("stored").specs();
+        assert_eq!(reloaded, vec![spec("https://x:1", 3), h2, c2]);
     }
 
     #[test]

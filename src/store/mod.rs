@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 
 /// A failure to read the store; the message names the store and the cause.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +30,10 @@ pub struct StoreError(pub String);
 pub struct BackendRecord {
     pub url: String,
     pub weight: u32,
+    /// `"h2"` for an HTTP/2 backend; absent for HTTP/1.1 (and in records written before it
+    /// existed, which therefore load unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 impl BackendRecord {
@@ -38,6 +42,7 @@ impl BackendRecord {
         BackendRecord {
             url: spec.url.to_string(),
             weight: spec.weight,
+            protocol: spec.is_h2().then(|| spec.protocol.name().to_string()),
         }
     }
 
@@ -46,7 +51,13 @@ impl BackendRecord {
         let url = BackendUrl::parse(&self.url)?;
         let weight = BackendSpec::check_weight("weight", i64::from(self.weight))
             .map_err(|e| e.to_string())?;
-        Ok(BackendSpec { url, weight })
+        let protocol = Protocol::for_url(&url, self.protocol.as_deref())
+            .map_err(|e| format!("protocol: {e}"))?;
+        Ok(BackendSpec {
+            url,
+            weight,
+            protocol,
+        })
     }
 }
 

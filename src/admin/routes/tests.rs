@@ -101,6 +101,22 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
             req(
                 Method::POST,
                 "/backends",
+                r#"{"url": "http://a:1", "protocol": "h2"}"#,
+            ),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
+                r#"{"url": "https://a:1", "protocol": "spdy"}"#,
+            ),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
                 r#"{"url": "http://127.0.0.1:9/"}"#,
             ),
             409,
