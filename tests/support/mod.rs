@@ -1,14 +1,17 @@
 //! Test support shared by the integration suites: origin servers on ports of their own, a
-//! launcher for the real `portico` binary with a temporary configuration, and `eventually`.
+//! launcher for the real `portico` binary with a temporary configuration, a real `etcd`, and
+//! `eventually`.
 #![allow(dead_code, unused_imports)]
 
 pub mod closing;
 pub mod dns;
+pub mod etcd;
 pub mod gateway;
 pub mod origin;
 pub mod recording;
 
 pub use closing::{Closing, ClosingOrigin};
+pub use etcd::Etcd;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};
 
