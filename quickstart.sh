@@ -15,6 +15,8 @@ need() {
   }
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   local pkg
   for pkg in "$@"; do
     command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

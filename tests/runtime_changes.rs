@@ -378,7 +378,7 @@ async fn readyz_is_503_in_the_old_process_of_an_upgrade_and_200_in_the_new_one()
     let new = old.upgrade().await;
     let frozen = eventually(DEADLINE, || async {
         old.log()
-            .contains("handing over to the new process: admin changes refused")
+            .contains("handing the listening sockets over; admin changes now go to the new process")
     })
     .await;
     assert!(

@@ -269,7 +269,7 @@ async fn readyz_needs_a_ready_backend_and_an_unfrozen_control() {
     assert_eq!(r.status, 503);
     assert_eq!(body(&r)["reason"], "no backend is alive");
     b.set_drained(false);
-    api.control.freeze();
+    api.control.begin_shutdown();
     let r = api.handle(req(Method::HEAD, "/readyz", "")).await;
     assert_eq!(r.status, 503);
     assert!(body(&r)["reason"]
