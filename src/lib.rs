@@ -2,7 +2,9 @@
 //! [`config::Config`] into a Pingora `Server`; `main.rs` and the tests share that seam.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod balancer;
 pub mod cli;
 pub mod config;
@@ -136,6 +138,22 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
 
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health = server.add_service(background_service("health checker", checker));
+    let demo_origins: Vec<_> = if opts.demo {
+        demo::services()
+            .into_iter()
+            .map(|origin| server.add_service(origin))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Fresh start: the demo origins listen before the first health round (each is ready
+    // once its socket accepts), so the demo answers from its first request. Upgrade: their
+    // sockets come from the old process, so they wait for the hand-over (below).
+    if !opts.upgrade {
+        for origin in &demo_origins {
+            health.add_dependency(origin);
+        }
+    }
     // Bootstrap (with `-u`: receive the listening sockets; with `-d` and
     // `daemon_wait_for_ready`: release the waiting parent) runs after the first health round,
     // in the daemon, so the old process is asked to hand over only once this one is ready.
@@ -143,6 +161,11 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     boot.add_dependency(&health);
     // With `-u` the old process took admin changes until it handed its sockets over: reload
     // the stored pool before serving.
+    if opts.upgrade {
+        for origin in &demo_origins {
+            origin.add_dependency(&boot);
+        }
+    }
     let boot = if opts.upgrade {
         let resync = control::StoreResync::new(p.control.clone());
         let resync = server.add_service(background_service("pool resync", resync));
@@ -191,16 +214,6 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
     server.add_service(background_service("lifecycle", lifecycle));
 
-    if opts.demo {
-        for origin in demo::services() {
-            let handle = server.add_service(origin);
-            // Fresh start: the demo origins must be up for the first health round. Upgrade:
-            // their sockets come from the old process, so they wait for the hand-over.
-            if opts.upgrade {
-                handle.add_dependency(&boot);
-            }
-        }
-    }
     Ok(server)
 }
 

@@ -5,11 +5,10 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::info;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -17,8 +16,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
+use crate::access_log::{self, AccessRecord, REQUEST_ID_HEADER};
 use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
-use crate::config::{format_duration, StrategyKind};
+use crate::config::{format_duration, AccessLogFormat, StrategyKind};
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Tried};
@@ -38,7 +38,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// Per-proxy settings fixed at start-up.
 pub struct ProxySettings {
     pub retries: u32,
-    pub access_log: bool,
+    pub access_log: AccessLogFormat,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub sticky_cookie: String,
@@ -74,6 +74,13 @@ pub struct RequestCtx {
     tried: Tried,
     started: Instant,
     set_cookie: bool,
+    /// The client's `X-Request-Id` if valid, else a new one (set in `request_filter`).
+    request_id: String,
+    /// When the request arrived (wall clock, for the access log).
+    arrived: SystemTime,
+    /// When the first backend was picked, and how long until a backend's response header.
+    upstream_started: Option<Instant>,
+    upstream_time: Option<Duration>,
 }
 
 #[async_trait]
@@ -86,7 +93,22 @@ impl ProxyHttp for Proxy {
             tried: Tried::default(),
             started: Instant::now(),
             set_cookie: false,
+            request_id: String::new(),
+            arrived: SystemTime::now(),
+            upstream_started: None,
+            upstream_time: None,
         }
+    }
+
+    /// Keeps the client's `X-Request-Id` when it is usable, else makes a new one: it goes to
+    /// the backend, back to the client and into the access log.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let incoming = session.req_header().headers.get(REQUEST_ID_HEADER);
+        ctx.request_id = match incoming.and_then(|v| access_log::valid_request_id(v.as_bytes())) {
+            Some(id) => id.to_owned(),
+            None => access_log::new_request_id(),
+        };
+        Ok(false)
     }
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
@@ -126,10 +148,11 @@ impl ProxyHttp for Proxy {
         ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
         let peer = backend.peer();
         ctx.lease = Some(lease);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(peer)
     }
 
-    /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`. Hop-by-hop request headers,
+    /// Adds `X-Forwarded-For` (appended), `-Proto`, `-Host` and `X-Request-Id`. Hop-by-hop request headers,
     /// and those the `Connection` header names, are already gone: Pingora's default upstream
     /// request policy (`HttpUpstreamRequestPolicy`) strips them before this phase and forwards
     /// `Connection`/`Upgrade` only for a WebSocket upgrade.
@@ -137,8 +160,9 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        req.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let Some(ip) = client_ip(session) {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
@@ -156,13 +180,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade).
+    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade), and
+    /// notes how long the backend took to answer.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),
@@ -174,13 +200,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Sets the sticky cookie when the `cookie` strategy chose a backend the client did not name.
+    /// Returns the request id to the client, and sets the sticky cookie when the `cookie`
+    /// strategy chose a backend the client did not name.
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
                 let secure = if self.settings.tls { "; Secure" } else { "" };
@@ -260,7 +288,10 @@ impl ProxyHttp for Proxy {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
-            if let Ok(resp) = json_header(code, body.len()) {
+            if let Ok(mut resp) = json_header(code, body.len()) {
+                if !ctx.request_id.is_empty() {
+                    let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                }
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
             }
@@ -280,21 +311,35 @@ impl ProxyHttp for Proxy {
             if status >= 500 && e.is_none() {
                 lease.backend().count_error();
             }
+            self.metrics.observe_backend(lease.backend(), elapsed);
         }
-        if self.settings.access_log {
+        if self.settings.access_log.enabled() {
+            if ctx.request_id.is_empty() {
+                // The request failed before `request_filter` (e.g. a malformed header).
+                ctx.request_id = access_log::new_request_id();
+            }
             let req = session.req_header();
-            let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
-            let backend = ctx
-                .lease
-                .as_ref()
-                .map_or("-", |l| l.backend().name.as_str());
-            info!(
-                target: "portico::access",
-                "{client} \"{} {}\" {status} {backend} {:.3}ms",
-                req.method,
-                req.uri,
-                elapsed.as_secs_f64() * 1000.0
-            );
+            let header = |name: http::header::HeaderName| {
+                req.headers.get(name).and_then(|v| v.to_str().ok())
+            };
+            // The URI as received: origin form (`/a?b`), absolute form for a proxy request.
+            let uri = req.uri.to_string();
+            let record = AccessRecord {
+                time: ctx.arrived,
+                client: client_ip(session),
+                method: req.method.as_str(),
+                path: &uri,
+                protocol: protocol_name(req.version),
+                status,
+                backend: ctx.lease.as_ref().map(|l| l.backend().name.as_str()),
+                bytes_sent: session.body_bytes_sent(),
+                total: elapsed,
+                upstream: ctx.upstream_time,
+                request_id: &ctx.request_id,
+                referer: header(http::header::REFERER),
+                user_agent: header(http::header::USER_AGENT),
+            };
+            access_log::write(self.settings.access_log, &record);
         }
     }
 
@@ -302,6 +347,17 @@ impl ProxyHttp for Proxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         matches!(e.esource(), ErrorSource::Downstream)
             && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    }
+}
+
+/// `HTTP/1.1` and so on, as logs show it.
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 

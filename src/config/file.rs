@@ -41,7 +41,7 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     pub sticky_cookie: Option<String>,
     pub sticky_secret: Option<String>,
-    pub access_log: Option<bool>,
+    pub access_log: Option<Value>,
     pub retries: Option<i64>,
 }
 

@@ -8,6 +8,7 @@ mod url;
 pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
+mod access_log;
 mod backend;
 mod error;
 mod parse;
@@ -15,6 +16,7 @@ mod sections;
 mod strategy;
 mod validate;
 
+pub use access_log::AccessLogFormat;
 pub use backend::{backend_entry, BackendSpec};
 pub use error::ConfigError;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
@@ -52,7 +54,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,
-    pub access_log: bool,
+    pub access_log: AccessLogFormat,
     /// How many other backends a request is tried on after a connect failure.
     pub retries: u32,
 }

@@ -190,7 +190,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
         tls,
         sticky_cookie,
         sticky_secret: raw.sticky_secret,
-        access_log: raw.access_log.unwrap_or(true),
+        access_log: super::access_log::access_log(raw.access_log.as_ref())?,
         retries: match raw.retries {
             None => 2,
             Some(n) => match u32::try_from(n) {
