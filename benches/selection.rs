@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use portico::backend::{Backend, Tried};
 use portico::balancer::{cookie_token, strategy, Balancer, LoadBalancer, RequestKey};
 use portico::config::{BackendSpec, BackendUrl, StrategyKind, Timeouts};
-use portico::pool::{Backend, Tried};
 
 const SIZES: [usize; 3] = [3, 100, 10_000];
 

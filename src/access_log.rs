@@ -48,19 +48,9 @@ pub fn valid_request_id(value: &[u8]) -> Option<&str> {
 pub fn new_request_id() -> String {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(random_u64);
+    let prefix = *PREFIX.get_or_init(|| fastrand::u64(..));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix:016x}{n:016x}")
-}
-
-/// 64 random bits without a random-number crate: std's `RandomState` is seeded from the
-/// operating system's randomness for each instance, and hashing the clock mixes it further.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    SystemTime::now().hash(&mut h);
-    std::process::id().hash(&mut h);
-    h.finish()
 }
 
 /// What the access log records of one request.

@@ -12,10 +12,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 
+use crate::backend::Backend;
 use crate::balancer::{cookie_token, Balancer, LoadBalancer, PoolError};
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
 use crate::health::Prober;
-use crate::pool::Backend;
 use crate::store::PoolStore;
 
 /// How long resolving the host of a backend added at runtime may take.
@@ -153,10 +153,7 @@ impl Control {
             );
         }
         for backend in added {
-            let seen = self.prober.probe(&backend).await;
-            if backend.is_enabled() {
-                self.balancer.set_backend_status(&backend, seen);
-            }
+            self.prober.probe_into(&self.balancer, &backend).await;
         }
         Ok(changed)
     }
@@ -208,14 +205,15 @@ impl Control {
             this.persist(this.specs_with(|v| v.push(spec.clone())))
                 .await?;
             this.balancer.add_backend(backend.clone())?;
-            info!("backend {} added (weight {})", backend.name, backend.weight);
+            info!(
+                "backend {} added (weight {})",
+                backend.name,
+                backend.weight()
+            );
             Ok(backend)
         })
         .await?;
-        let seen = self.prober.probe(&backend).await;
-        if backend.is_enabled() {
-            self.balancer.set_backend_status(&backend, seen);
-        }
+        self.prober.probe_into(&self.balancer, &backend).await;
         Ok(backend)
     }
 

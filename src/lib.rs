@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_client;
+pub mod backend;
 pub mod balancer;
 pub mod cli;
 pub mod config;
@@ -14,7 +15,6 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod pool;
 pub mod proxy;
 pub mod store;
 pub mod tls;
@@ -28,7 +28,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
-use crate::balancer::{strategy, Balancer};
+use crate::balancer::{strategy, Balancer, Replanner};
 use crate::config::{BackendSpec, Config};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
@@ -83,11 +83,14 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         tls::tls_settings(tls)?;
     }
     tls::check_ca_file(config.server.ca_file.as_deref())?;
-    let balancer = Arc::new(Balancer::new(
-        strategy(config.strategy),
-        config.health.rise,
-        config.health.fall,
-    ));
+    let balancer = Arc::new(
+        Balancer::new(
+            strategy(config.strategy),
+            config.health.rise,
+            config.health.fall,
+        )
+        .with_resilience(config.outlier.clone(), config.slow_start),
+    );
     let prober =
         Arc::new(Prober::new(&config.health).with_ca_file(config.server.ca_file.as_deref()));
     let cookie_key = match &config.sticky_secret {
@@ -136,6 +139,10 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let phases = server.watch_execution_phase();
     let conf = &p.config;
 
+    server.add_service(background_service(
+        "balancer replanner",
+        Replanner::new(p.balancer.clone()),
+    ));
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health = server.add_service(background_service("health checker", checker));
     let demo_origins: Vec<_> = if opts.demo {

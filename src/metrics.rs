@@ -15,8 +15,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::backend::Backend;
 use crate::balancer::Balancer;
-use crate::pool::Backend;
 
 /// Upper bounds of the latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -301,7 +301,7 @@ impl Collector for PoolCollector {
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
             f.up.with_label_values(&l).set(0);
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
             f.draining.with_label_values(&l).set(1);
         }
         for b in snap.backends.iter() {
@@ -310,7 +310,7 @@ impl Collector for PoolCollector {
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
             f.up.with_label_values(&l).set(i64::from(b.is_ready()));
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
             f.draining.with_label_values(&l).add(0);
         }
         let ready = snap.backends.iter().filter(|b| b.is_ready()).count();

@@ -17,11 +17,12 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
 use crate::access_log::{self, AccessRecord, REQUEST_ID_HEADER};
-use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
+use crate::backend::Observation;
+use crate::backend::{Lease, Tried};
+use crate::balancer::{Balancer, LoadBalancer, RequestKey};
 use crate::config::{format_duration, AccessLogFormat, StrategyKind};
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
-use crate::pool::{Lease, Tried};
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -73,6 +74,10 @@ pub struct RequestCtx {
     lease: Option<Lease>,
     tried: Tried,
     started: Instant,
+    /// When the current backend was picked (its latency sample runs from here).
+    picked: Instant,
+    /// The current backend's failure has been counted (each failure counts once).
+    failure_counted: bool,
     set_cookie: bool,
     /// The client's `X-Request-Id` if valid, else a new one (set in `request_filter`).
     request_id: String,
@@ -81,6 +86,23 @@ pub struct RequestCtx {
     /// When the first backend was picked, and how long until a backend's response header.
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
+}
+
+impl RequestCtx {
+    /// Counts the current backend's failure once: in its error counter and toward outlier
+    /// ejection (`eject`: false for a refusal, which takes it DOWN instead).
+    fn count_failure(&mut self, balancer: &Balancer, eject: bool) {
+        if self.failure_counted {
+            return;
+        }
+        if let Some(lease) = &self.lease {
+            self.failure_counted = true;
+            lease.backend().count_error();
+            if eject {
+                balancer.report_failure(lease.backend());
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -92,6 +114,8 @@ impl ProxyHttp for Proxy {
             lease: None,
             tried: Tried::default(),
             started: Instant::now(),
+            picked: Instant::now(),
+            failure_counted: false,
             set_cookie: false,
             request_id: String::new(),
             arrived: SystemTime::now(),
@@ -115,8 +139,9 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
-    /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
-    /// During a graceful upgrade's hand-over the client connection is not kept alive.
+    /// released and remembered. No ready backend: a 503 error, or a 502 when backends were
+    /// tried and failed (answered in `fail_to_proxy`). During a graceful upgrade's hand-over
+    /// the client connection is not kept alive.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -142,8 +167,13 @@ impl ProxyHttp for Proxy {
             cookie,
         };
         let Some(lease) = self.balancer.next_valid_peer(&key, &ctx.tried) else {
-            return Error::e_explain(HTTPStatus(503), "no backend available");
+            if ctx.tried.is_empty() {
+                return Error::e_explain(HTTPStatus(503), "no backend available");
+            }
+            return Error::e_explain(HTTPStatus(502), "every backend tried failed");
         };
+        ctx.picked = Instant::now();
+        ctx.failure_counted = false;
         let backend = lease.backend();
         ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
         let peer = backend.peer();
@@ -180,8 +210,9 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade), and
-    /// notes how long the backend took to answer.
+    /// Records the backend's latency (to the response header) and whether the answer is a
+    /// failure (5xx, toward outlier ejection); drops hop-by-hop headers from the backend's
+    /// response (not from a 101 upgrade); notes the upstream time for the access log.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -189,6 +220,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
+        if let Some(lease) = &ctx.lease {
+            let backend = lease.backend().clone();
+            backend.observe_latency(ctx.picked.elapsed());
+            if resp.status.is_server_error() {
+                ctx.count_failure(&self.balancer, true);
+            } else {
+                self.balancer.report_success(&backend);
+            }
+        }
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),
@@ -223,8 +263,9 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// A backend that refuses the connection or does not accept in time is marked DOWN at
-    /// once; the request is retried on another backend, up to `retries` times.
+    /// A backend that refuses the connection is marked DOWN at once; other connect failures
+    /// (timeouts, unreachable) count toward its outlier ejection. The request is retried on
+    /// another backend while the `retries` budget lasts.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -232,20 +273,45 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(lease) = &ctx.lease {
-            let backend = lease.backend();
-            backend.count_error();
-            if matches!(
-                e.etype(),
-                ConnectRefused | ConnectTimedout | ConnectNoRoute | ConnectError
-            ) {
+        let refused = matches!(e.etype(), ConnectRefused);
+        ctx.count_failure(&self.balancer, !refused);
+        if refused {
+            if let Some(lease) = &ctx.lease {
                 let reason = probe_reason(&e, self.settings.connect_timeout);
                 self.balancer
-                    .set_backend_status(backend, Observation::Refused(reason));
+                    .set_backend_status(lease.backend(), Observation::Refused(reason));
             }
         }
-        // `tried` holds the backends that failed before this one: attempts = 1 + retries.
-        e.set_retry(ctx.tried.len() < self.settings.retries as usize);
+        e.set_retry(self.may_retry(ctx));
+        e
+    }
+
+    /// A failure after the connection was made (the backend closed or reset it, sent garbage,
+    /// or timed out). Replaces Pingora's default, which retries a failed reused connection up
+    /// to 16 times whatever `retries` says: here every kind of upstream failure shares the one
+    /// `retries` budget, counts once on the backend that failed, and is retried only when it is
+    /// safe: nothing was sent to the client yet, the method is idempotent (a POST whose body
+    /// reached a backend is never sent to a second one), the request body is still buffered,
+    /// and the failure is not a timeout (retrying a slow backend's requests doubles the wait).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.esource(), ErrorSource::Downstream) {
+            e.set_retry(false);
+            return e;
+        }
+        ctx.count_failure(&self.balancer, true);
+        let safe = session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !matches!(e.etype(), ReadTimedout | WriteTimedout);
+        e.set_retry(safe && self.may_retry(ctx));
         e
     }
 
@@ -259,6 +325,7 @@ impl ProxyHttp for Proxy {
     ) -> FailToProxy {
         let (code, message) = match (e.etype(), e.esource()) {
             (HTTPStatus(503), _) => (503, "no backend available".to_string()),
+            (HTTPStatus(502), _) => (502, "every backend tried failed".to_string()),
             (HTTPStatus(code), _) => (*code, "request failed".to_string()),
             (ReadTimedout, ErrorSource::Upstream) => (
                 504,
@@ -279,10 +346,9 @@ impl ProxyHttp for Proxy {
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
-        if let Some(lease) = &ctx.lease {
-            if code >= 500 && code != 503 {
-                lease.backend().count_error();
-            }
+        if code >= 500 && code != 503 && matches!(e.esource(), ErrorSource::Upstream) {
+            // Counted at its source already, unless it failed somewhere Portico has no hook.
+            ctx.count_failure(&self.balancer, true);
         }
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed request: say so.
@@ -303,14 +369,11 @@ impl ProxyHttp for Proxy {
     }
 
     /// Counts the request in the metrics and writes the access log line when enabled.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
         if let Some(lease) = &ctx.lease {
-            if status >= 500 && e.is_none() {
-                lease.backend().count_error();
-            }
             self.metrics.observe_backend(lease.backend(), elapsed);
         }
         if self.settings.access_log.enabled() {
@@ -347,6 +410,14 @@ impl ProxyHttp for Proxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         matches!(e.esource(), ErrorSource::Downstream)
             && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    }
+}
+
+impl Proxy {
+    /// Whether the `retries` budget allows another attempt: `tried` holds the backends that
+    /// failed before the current one, so attempts = 1 + retries.
+    fn may_retry(&self, ctx: &RequestCtx) -> bool {
+        ctx.tried.len() < self.settings.retries as usize
     }
 }
 

@@ -7,11 +7,11 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::backend::Backend;
 use crate::balancer::PoolError;
 use crate::config::{BackendSpec, BackendUrl};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
-use crate::pool::Backend;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -256,7 +256,7 @@ pub fn backend_json(b: &Backend) -> Value {
         "url": b.name,
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
-        "weight": b.weight,
+        "weight": b.weight(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,

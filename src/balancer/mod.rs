@@ -1,29 +1,39 @@
 //! The `LoadBalancer`: Portico's pool state (an immutable snapshot swapped whole on change)
 //! and the strategy that picks a backend from it. Picks are lock-free and allocation-free.
+//! Plans are rebuilt off the request path ([`replanner`]); strategies re-check readiness at
+//! pick time, so a plan a few milliseconds stale only costs a skipped entry.
 
 mod cookie;
 mod least_conn;
+mod p2c;
+mod replanner;
 mod ring;
 mod round_robin;
 mod weighted;
 
 pub use cookie::{cookie_token, Cookie};
 pub use least_conn::LeastConn;
+pub use p2c::PeakEwma;
+pub use replanner::Replanner;
 pub use ring::{IpHash, Ring};
 pub use round_robin::RoundRobin;
 pub use weighted::{Weighted, WeightedSchedule};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use log::{info, warn};
+use log::warn;
 
+use crate::backend::clock::{now_ns, ns};
+use crate::backend::{Backend, Lease, Observation, OutlierDetection, Transition, Tried};
 use crate::config::{BackendUrl, StrategyKind};
-use crate::health::{Health, Transition};
-use crate::pool::{Backend, Lease, Tried};
+
+/// At most one "not ejected: floor reached" warning per this period.
+const FLOOR_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// What a strategy may use of the request: borrowed, nothing is copied.
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,8 +60,14 @@ pub enum Plan {
 pub struct Snapshot {
     /// Every backend in the pool, in the order they were added.
     pub backends: Vec<Arc<Backend>>,
-    /// Derived from `backends` (and their health when the strategy says so).
+    /// Indices of the backends that were ready when the snapshot was built: turn-taking
+    /// strategies walk this, so a DOWN backend's turns are spread over all the others rather
+    /// than handed to its neighbour.
+    pub ready: Vec<usize>,
+    /// Derived from `backends` and their health.
     pub plan: Plan,
+    /// The slow-start ramp length (zero: off).
+    pub slow_start: Duration,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
@@ -59,14 +75,10 @@ pub trait Strategy: Send + Sync {
     /// The configuration name of this strategy.
     fn kind(&self) -> StrategyKind;
 
-    /// Derives the plan for a new set of backends (called off the request path).
+    /// Derives the plan for a new set of backends (called off the request path, also after
+    /// every change of health, weight or drain state).
     fn plan(&self, _backends: &[Arc<Backend>]) -> Plan {
         Plan::None
-    }
-
-    /// Whether the plan depends on health, so that a flip must rebuild it.
-    fn replan_on_health(&self) -> bool {
-        false
     }
 
     /// Index of the chosen backend in `snap.backends`: ready and not in `tried`.
@@ -81,16 +93,8 @@ pub fn strategy(kind: StrategyKind) -> Box<dyn Strategy> {
         StrategyKind::WeightedRoundRobin => Box::new(Weighted::default()),
         StrategyKind::IpHash => Box::new(IpHash::default()),
         StrategyKind::Cookie => Box::new(Cookie::default()),
+        StrategyKind::P2cEwma => Box::new(PeakEwma),
     }
-}
-
-/// What a probe or the proxy observed about a backend.
-#[derive(Debug, Clone)]
-pub enum Observation {
-    Passed,
-    Failed(String),
-    /// The proxy could not connect: DOWN at once.
-    Refused(String),
 }
 
 /// Why a pool change was refused.
@@ -108,10 +112,12 @@ pub trait LoadBalancer: Send + Sync {
     fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease>;
     /// Adds a backend; new traffic may reach it once it is alive.
     fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError>;
-    /// Removes a backend: no new request goes to it from the moment this returns; requests
-    /// in flight keep their lease and finish.
+    /// Removes a backend: no request that picks after this returns gets it (a pick already
+    /// under way on the previous snapshot may still); requests in flight keep their lease and
+    /// finish.
     fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError>;
-    /// Feeds an observation to the backend's health, logging and returning any transition.
+    /// Feeds the proxy's own observation (a refusal) to the backend's health, logging and
+    /// returning any transition. Probe results go through [`Balancer::record_probe`].
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition>;
 }
 
@@ -125,6 +131,15 @@ pub struct Balancer {
     draining: Mutex<Vec<Arc<Backend>>>,
     rise: u32,
     fall: u32,
+    outlier: OutlierDetection,
+    slow_start: Duration,
+    /// Serialises ejections, so two at once cannot both pass the floor check.
+    ejecting: Mutex<()>,
+    /// When the last "floor reached" warning was logged ([`now_ns`]).
+    floor_warned_ns: AtomicU64,
+    /// A [`Replanner`] is running: health flips ask it to replan instead of replanning inline.
+    replanner: AtomicBool,
+    replan_wanted: tokio::sync::Notify,
 }
 
 impl Balancer {
@@ -133,13 +148,99 @@ impl Balancer {
         Balancer {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 backends: Vec::new(),
+                ready: Vec::new(),
                 plan: strategy.plan(&[]),
+                slow_start: Duration::ZERO,
             }),
             strategy,
             write: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
             rise,
             fall,
+            outlier: OutlierDetection::default(),
+            slow_start: Duration::ZERO,
+            ejecting: Mutex::new(()),
+            floor_warned_ns: AtomicU64::new(0),
+            replanner: AtomicBool::new(false),
+            replan_wanted: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Sets outlier detection and slow start (both off the request path's hot loop).
+    pub fn with_resilience(mut self, outlier: OutlierDetection, slow_start: Duration) -> Balancer {
+        self.outlier = outlier;
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// The slow-start ramp length.
+    pub fn slow_start(&self) -> Duration {
+        self.slow_start
+    }
+
+    /// Feeds a probe result, stamped with [`Backend::probe_stamp`] taken when the probe
+    /// started, to the backend's health; replans on a transition.
+    pub fn record_probe(
+        &self,
+        backend: &Backend,
+        stamp: u64,
+        seen: Observation,
+    ) -> Option<Transition> {
+        let transition = backend.observe(&seen, Some(stamp), self.rise, self.fall)?;
+        self.replan_if_member(backend);
+        Some(transition)
+    }
+
+    /// A request to `backend` got an answer that is not a failure.
+    #[inline]
+    pub fn report_success(&self, backend: &Backend) {
+        backend.record_success();
+    }
+
+    /// A request to `backend` failed (5xx, timeout, reset, connect error other than a
+    /// refusal): counts toward outlier ejection, which happens here once the limit is reached
+    /// unless the floor (`max_ejection_percent`) forbids it.
+    pub fn report_failure(&self, backend: &Backend) {
+        if !backend.record_failure(self.outlier.consecutive_errors) {
+            return;
+        }
+        let _one_at_a_time = lock(&self.ejecting);
+        let snap = self.snapshot.load();
+        let ejected = snap.backends.iter().filter(|b| b.is_ejected()).count();
+        if ejected >= self.outlier.max_ejected(snap.backends.len()) {
+            let now = now_ns();
+            let last = self.floor_warned_ns.load(Ordering::Relaxed);
+            if last == 0 || now.saturating_sub(last) >= ns(FLOOR_WARNING_PERIOD) {
+                self.floor_warned_ns.store(now, Ordering::Relaxed);
+                warn!(
+                    "backend {} not ejected after {} consecutive errors: {ejected} of {} backends are ejected already (max_ejection_percent {})",
+                    backend.name,
+                    backend.consecutive_errors(),
+                    snap.backends.len(),
+                    self.outlier.max_ejection_percent
+                );
+            }
+            return;
+        }
+        drop(snap);
+        if backend.eject(&self.outlier).is_some() {
+            self.replan_if_member(backend);
+        }
+    }
+
+    /// Asks for the plan to be rebuilt: by the [`Replanner`] when one runs (so a worker
+    /// thread that saw a failure never rebuilds a schedule), else at once.
+    pub fn request_replan(&self) {
+        if self.replanner.load(Ordering::Acquire) {
+            self.replan_wanted.notify_one();
+        } else {
+            self.replan();
+        }
+    }
+
+    fn replan_if_member(&self, backend: &Backend) {
+        if backend.is_enabled() {
+            self.request_replan();
         }
     }
 
@@ -184,10 +285,19 @@ impl Balancer {
 
     fn publish(&self, backends: Vec<Arc<Backend>>) {
         let plan = self.strategy.plan(&backends);
-        self.snapshot.store(Arc::new(Snapshot { backends, plan }));
+        let ready = (0..backends.len())
+            .filter(|&i| backends[i].is_ready())
+            .collect();
+        self.snapshot.store(Arc::new(Snapshot {
+            backends,
+            ready,
+            plan,
+            slow_start: self.slow_start,
+        }));
     }
 
-    fn replan(&self) {
+    /// Rebuilds the plan from the current backends and their state.
+    pub fn replan(&self) {
         let _w = lock(&self.write);
         let backends = self.snapshot.load().backends.clone();
         self.publish(backends);
@@ -235,35 +345,8 @@ impl LoadBalancer for Balancer {
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
-        // The transition is logged under the record's lock, so that lines about one backend
-        // appear in the order its state changed even when the checker and the proxy race.
-        let transition = {
-            let mut record = backend.health();
-            if !matches!(seen, Observation::Refused(_)) {
-                record.last_probe = Some(SystemTime::now());
-            }
-            let transition = match &seen {
-                Observation::Passed => record.tracker.observe(true, self.rise, self.fall),
-                Observation::Failed(_) => record.tracker.observe(false, self.rise, self.fall),
-                Observation::Refused(_) => record.tracker.force_down(),
-            }?;
-            record.changed_at = SystemTime::now();
-            backend.set_alive(record.tracker.health() == Health::Up);
-            match (&seen, transition) {
-                (Observation::Failed(reason) | Observation::Refused(reason), Transition::Down) => {
-                    warn!("backend {} is DOWN ({reason})", backend.name);
-                    record.reason = Some(reason.clone());
-                }
-                _ => {
-                    info!("backend {} is UP", backend.name);
-                    record.reason = Some(record.tracker.up_reason());
-                }
-            }
-            transition
-        };
-        if self.strategy.replan_on_health() && backend.is_enabled() {
-            self.replan();
-        }
+        let transition = backend.observe(&seen, None, self.rise, self.fall)?;
+        self.replan_if_member(backend);
         Some(transition)
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::round_robin::{first_ready_from, RoundRobin};
+use super::round_robin::{first_ready_from, take_turn, RoundRobin};
 use super::{Plan, RequestKey, Snapshot, Strategy};
+use crate::backend::{Backend, Tried};
 use crate::config::StrategyKind;
-use crate::pool::{Backend, Tried};
 
 /// Ring points per unit of weight.
 const POINTS_PER_WEIGHT: u64 = 160;
@@ -29,13 +29,13 @@ impl Ring {
     /// each at a hash of the backend's URL and the point's number: a backend's points do not
     /// depend on the other backends, which is what keeps changes to ~1/N of the clients.
     pub fn build(backends: &[Arc<Backend>]) -> Ring {
-        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight())).sum();
         let per_weight = MAX_POINTS
             .checked_div(total_weight)
             .map_or(0, |p| p.clamp(1, POINTS_PER_WEIGHT));
         let mut points = Vec::with_capacity((total_weight * per_weight) as usize);
         for (i, b) in backends.iter().enumerate() {
-            for k in 0..u64::from(b.weight) * per_weight {
+            for k in 0..u64::from(b.weight()) * per_weight {
                 let digest = Sha256::new()
                     .chain_update(b.name.as_bytes())
                     .chain_update(k.to_le_bytes())
@@ -93,17 +93,22 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
 /// backend for the same client while the pool does not change.
 pub fn ring_pick(snap: &Snapshot, ring: &Ring, hash: u64, tried: &Tried) -> Option<usize> {
     let mut checked = 0;
+    let mut ramping = None;
     for i in ring.walk(hash) {
         let b = &snap.backends[i];
         if b.is_ready() && !tried.contains(b.id) {
-            return Some(i);
+            // A ramping backend (slow start) keeps only its ramp's share of its clients.
+            if b.admit(snap.slow_start) {
+                return Some(i);
+            }
+            ramping.get_or_insert(i);
         }
         checked += 1;
         if checked > 4 * snap.backends.len() + 64 {
             break;
         }
     }
-    first_ready_from(snap, hash as usize, tried)
+    ramping.or_else(|| first_ready_from(snap, hash as usize, tried))
 }
 
 /// The `ip-hash` strategy: the client address on the consistent-hash [`Ring`]; without a
@@ -127,7 +132,7 @@ impl Strategy for IpHash {
             (Plan::Ring(ring), Some(ip)) if !ring.is_empty() => {
                 ring_pick(snap, ring, hash_ip(ip), tried)
             }
-            _ => first_ready_from(snap, self.fallback.tick(), tried),
+            _ => take_turn(snap, &self.fallback, tried),
         }
     }
 }

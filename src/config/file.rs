@@ -21,6 +21,8 @@ pub const PORTICO_KEYS: &[&str] = &[
     "sticky_secret",
     "access_log",
     "retries",
+    "outlier_detection",
+    "slow_start",
 ];
 
 /// Portico's keys exactly as they appear in the file. Every field is raw: `validate` turns
@@ -43,6 +45,17 @@ pub struct FileConfig {
     pub sticky_secret: Option<String>,
     pub access_log: Option<Value>,
     pub retries: Option<i64>,
+    pub outlier_detection: Option<FileOutlier>,
+    pub slow_start: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_errors: Option<i64>,
+    pub base_ejection_time: Option<RawDuration>,
+    pub max_ejection_time: Option<RawDuration>,
+    pub max_ejection_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@ mod access_log;
 mod backend;
 mod error;
 mod parse;
+mod resilience;
 mod sections;
 mod strategy;
 mod validate;
@@ -55,8 +56,12 @@ pub struct Config {
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,
     pub access_log: AccessLogFormat,
-    /// How many other backends a request is tried on after a connect failure.
+    /// How many other backends a request is tried on after a backend failed it.
     pub retries: u32,
+    /// Passive health: ejection of backends whose requests keep failing.
+    pub outlier: crate::backend::OutlierDetection,
+    /// How long a backend that becomes UP takes to ramp to its full share (zero: off).
+    pub slow_start: std::time::Duration,
 }
 
 impl Config {

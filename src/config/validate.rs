@@ -14,20 +14,30 @@ use super::{
     Timeouts, TlsConfig,
 };
 
-fn duration(
+/// A duration that must be greater than zero.
+pub(super) fn duration(
     key: &str,
     raw: Option<RawDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let d = match raw {
-        None => return Ok(default),
-        Some(RawDuration::Seconds(s)) => Duration::from_secs(s),
-        Some(RawDuration::Text(t)) => parse_duration(&t).or_else(|m| err(key, m))?,
-    };
+    let d = duration_or_zero(key, raw, default)?;
     if d.is_zero() {
         return err(key, "must be greater than zero");
     }
     Ok(d)
+}
+
+/// A duration where zero is allowed (it turns the feature off).
+pub(super) fn duration_or_zero(
+    key: &str,
+    raw: Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(RawDuration::Seconds(s)) => Ok(Duration::from_secs(s)),
+        Some(RawDuration::Text(t)) => parse_duration(&t).or_else(|m| err(key, m)),
+    }
 }
 
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -191,6 +201,8 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Co
         sticky_cookie,
         sticky_secret: raw.sticky_secret,
         access_log: super::access_log::access_log(raw.access_log.as_ref())?,
+        outlier: super::resilience::outlier(raw.outlier_detection)?,
+        slow_start: duration_or_zero("slow_start", raw.slow_start, Duration::ZERO)?,
         retries: match raw.retries {
             None => 2,
             Some(n) => match u32::try_from(n) {

@@ -41,8 +41,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Prober;
-use crate::balancer::{Balancer, LoadBalancer};
-use crate::pool::Backend;
+use crate::backend::Backend;
+use crate::balancer::Balancer;
 
 /// Probes in flight at once. Each holds one socket (raise `LimitNOFILE` to well above this
 /// plus the expected client connections).
@@ -138,10 +138,7 @@ async fn probe_task(
     if !backend.is_enabled() {
         return;
     }
-    let seen = prober.probe(&backend).await;
-    if backend.is_enabled() {
-        balancer.set_backend_status(&backend, seen);
-    }
+    prober.probe_into(&balancer, &backend).await;
 }
 
 #[async_trait]
@@ -183,9 +180,9 @@ impl BackgroundService for HealthChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{strategy, testing};
+    use crate::backend::Health;
+    use crate::balancer::{strategy, testing, LoadBalancer};
     use crate::config::{HealthConfig, StrategyKind};
-    use crate::health::Health;
     use tokio::net::TcpListener;
 
     fn prober(timeout: Duration) -> Arc<Prober> {

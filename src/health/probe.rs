@@ -16,9 +16,10 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::balancer::Observation;
+use crate::backend::Backend;
+use crate::backend::Observation;
+use crate::balancer::Balancer;
 use crate::config::{format_duration, HealthConfig};
-use crate::pool::Backend;
 
 /// The `User-Agent` of HTTP probes, so that backends can tell them from traffic.
 pub const USER_AGENT: &str = "portico-health-check";
@@ -93,6 +94,17 @@ impl Prober {
             Err(_) => Observation::Failed(no_answer(self.timeout)),
             Ok(Ok(())) => Observation::Passed,
             Ok(Err(e)) => Observation::Failed(probe_reason(&e, self.timeout)),
+        }
+    }
+
+    /// Probes `backend` and feeds the result to `balancer`, stamped when the probe started (a
+    /// passive DOWN during the probe makes the result stale). Nothing is recorded for a
+    /// backend removed meanwhile.
+    pub async fn probe_into(&self, balancer: &Balancer, backend: &Backend) {
+        let stamp = backend.probe_stamp();
+        let seen = self.probe(backend).await;
+        if backend.is_enabled() {
+            balancer.record_probe(backend, stamp, seen);
         }
     }
 

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::balancer::{LoadBalancer, Observation};
+use crate::backend::Observation;
+use crate::balancer::LoadBalancer;
 
 fn api(token: Option<&str>) -> AdminApi {
     let control = crate::control::testing::control(None);
@@ -205,7 +206,7 @@ async fn metrics_show_every_backend_and_survive_concurrent_scrapes() {
     let api = Arc::new(api(None));
     let backend = api.control.balancer().snapshot().backends[0].clone();
     let leases: Vec<_> = (0..3)
-        .map(|_| crate::pool::Lease::new(backend.clone()))
+        .map(|_| crate::backend::Lease::new(backend.clone()))
         .collect();
     let want = [
         "portico_backend_requests_total{backend=\"http://127.0.0.1:9\"} 3",

@@ -1,21 +1,36 @@
-//! The backends of the pool: identity, health and enabled state, and the atomic in-flight
-//! count whose decrement is structural (a [`Lease`] dropped with the request's context).
+//! A backend of the pool and everything Portico knows about it, in one home below both the
+//! balancer (which picks among backends) and the active checker (which probes them): identity,
+//! the flags that decide traffic, health ([`health`]), what probes and the proxy observed
+//! ([`observe`]), outlier ejection ([`outlier`]), slow start ([`ramp`]), latency ([`ewma`]) and
+//! the in-flight count whose decrement is structural (a [`Lease`] dropped with the request).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
 
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{BackendSpec, BackendUrl, Timeouts};
-use crate::health::{Health, Tracker};
+pub mod clock;
+mod ewma;
+mod health;
+mod lease;
+mod observe;
+mod outlier;
+mod ramp;
+
+pub use health::{Health, Tracker, Transition};
+pub use lease::{Lease, Tried};
+pub use observe::Observation;
+pub use outlier::OutlierDetection;
 
 /// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
 ///
-/// Two independent flags decide traffic: `alive` (set by health checks and by the proxy on a
-/// refused connection) and `enabled` (cleared when an operator removes it). A backend is
-/// `ready` only when both hold.
+/// Three independent flags decide traffic: `alive` (set by health checks, by the proxy on a
+/// refused connection and by outlier ejection), `enabled` (cleared when an operator removes
+/// it) and `drained` (set by an operator who keeps it in the pool but sends it nothing new). A
+/// backend is `ready` only when it is alive, enabled and not drained.
 pub struct Backend {
     /// Unique for the life of the process, also across remove and re-add of the same URL.
     pub id: u64,
@@ -23,15 +38,25 @@ pub struct Backend {
     /// `url` as text, normalised (what `/status` and logs show).
     pub name: String,
     pub addr: SocketAddr,
-    pub weight: u32,
+    weight: AtomicU32,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
     peer: HttpPeer,
     alive: AtomicBool,
     enabled: AtomicBool,
-    in_flight: AtomicU64,
-    requests: AtomicU64,
+    drained: AtomicBool,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) requests: AtomicU64,
     errors: AtomicU64,
+    /// Failures in a row seen by the proxy (outlier detection); a success resets it.
+    consecutive_errors: AtomicU32,
+    /// Bumped at every passive DOWN: a probe stamped with an older value is stale.
+    probe_epoch: AtomicU64,
+    /// When the slow-start ramp began ([`clock::now_ns`]); 0 when not ramping.
+    up_since_ns: AtomicU64,
+    /// Peak-EWMA latency (f64 bits, nanoseconds) and when it was last updated (0: never).
+    ewma_ns: AtomicU64,
+    ewma_at_ns: AtomicU64,
     health: Mutex<HealthRecord>,
 }
 
@@ -42,6 +67,13 @@ pub struct HealthRecord {
     pub changed_at: SystemTime,
     pub reason: Option<String>,
     pub last_probe: Option<SystemTime>,
+    /// Set while the backend is ejected: probes before this instant are ignored.
+    pub ejected_until: Option<Instant>,
+    /// Ejections in a row (the next ejection lasts `base x (this + 1)`, capped).
+    pub ejections: u32,
+    /// When the backend last came back from an ejection (resets `ejections` once it has stayed
+    /// back for the longest ejection time).
+    pub returned_at: Option<Instant>,
 }
 
 impl Backend {
@@ -73,19 +105,28 @@ impl Backend {
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             cookie_token,
             peer,
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            consecutive_errors: AtomicU32::new(0),
+            probe_epoch: AtomicU64::new(0),
+            up_since_ns: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0),
+            ewma_at_ns: AtomicU64::new(0),
             health: Mutex::new(HealthRecord {
                 tracker: Tracker::default(),
                 changed_at: SystemTime::now(),
                 reason: None,
                 last_probe: None,
+                ejected_until: None,
+                ejections: 0,
+                returned_at: None,
             }),
         }
     }
@@ -93,14 +134,37 @@ impl Backend {
     pub fn spec(&self) -> BackendSpec {
         BackendSpec {
             url: self.url.clone(),
-            weight: self.weight,
+            weight: self.weight(),
         }
     }
 
-    /// Healthy and not removed: may receive new requests.
+    /// The configured weight (changed at runtime by an operator).
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight; the balancer must replan for weighted schedules to follow.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Healthy, not removed and not drained: may receive new requests.
     #[inline]
     pub fn is_ready(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && self.enabled.load(Ordering::Relaxed)
+        self.alive.load(Ordering::Relaxed)
+            && self.enabled.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Kept in the pool and probed, but given no new requests (an operator's drain).
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains (`true`) or re-enables (`false`) the backend; the balancer must replan.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     #[inline]
@@ -152,61 +216,5 @@ impl Backend {
 
     pub fn health_state(&self) -> Health {
         self.health().tracker.health()
-    }
-}
-
-/// A request's claim on a backend: +1 in flight when taken, -1 when dropped, whatever path
-/// the request ends by (success, error, timeout, client gone, retried elsewhere).
-pub struct Lease {
-    backend: Arc<Backend>,
-}
-
-impl Lease {
-    pub fn new(backend: Arc<Backend>) -> Lease {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend.requests.fetch_add(1, Ordering::Relaxed);
-        Lease { backend }
-    }
-
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.backend
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The backends one request has already tried, so a retry goes elsewhere. Fixed size: no
-/// allocation on the request path.
-#[derive(Debug, Default, Clone)]
-pub struct Tried {
-    ids: [u64; Tried::CAPACITY],
-    len: usize,
-}
-
-impl Tried {
-    pub const CAPACITY: usize = 17;
-
-    #[inline]
-    pub fn contains(&self, id: u64) -> bool {
-        self.ids[..self.len].contains(&id)
-    }
-
-    pub fn insert(&mut self, id: u64) {
-        if self.len < Self::CAPACITY && !self.contains(id) {
-            self.ids[self.len] = id;
-            self.len += 1;
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
