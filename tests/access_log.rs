@@ -51,7 +51,9 @@ fn is_json_line(line: &str) -> bool {
 /// Sends GET `path` with an optional `X-Request-Id`; returns the response's id and the
 /// headers the origin saw (`/echo` reports them).
 async fn echo(gw: &Gateway, path: &str, id: Option<&str>) -> (String, Value) {
-    let mut req = client().get(gw.url(path)).header("User-Agent", "access-log-test");
+    let mut req = client()
+        .get(gw.url(path))
+        .header("User-Agent", "access-log-test");
     if let Some(id) = id {
         req = req.header("X-Request-Id", id);
     }
@@ -97,7 +99,11 @@ async fn json_log_has_one_object_per_request_with_the_request_id() {
     assert_eq!(seen["x-request-id"], replaced.as_str());
 
     // 4. A plain request (not /echo) gets an id too.
-    let resp = client().get(gw.url("/plain")).send().await.expect("request");
+    let resp = client()
+        .get(gw.url("/plain"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status(), 200);
     let plain_id = resp.headers()["x-request-id"]
         .to_str()
@@ -132,7 +138,10 @@ async fn json_log_has_one_object_per_request_with_the_request_id() {
     assert!(first["bytes_sent"].as_u64().expect("bytes_sent") > 0);
     let total = first["duration_ms"].as_f64().expect("duration_ms");
     let upstream = first["upstream_ms"].as_f64().expect("upstream_ms");
-    assert!(total > 0.0 && upstream > 0.0 && upstream <= total, "{first}");
+    assert!(
+        total > 0.0 && upstream > 0.0 && upstream <= total,
+        "{first}"
+    );
     let time = first["time"].as_str().expect("time");
     // RFC 3339, UTC, milliseconds: 2026-12-06T11:40:07.123Z
     assert_eq!(time.len(), 24, "{time}");
@@ -146,7 +155,10 @@ async fn a_503_answered_by_portico_carries_the_request_id_and_is_logged() {
     let mut origin = Origin::start("gone").await;
     let gw = gateway_with_log(&origin, "json").await;
     origin.stop();
-    assert!(gw.wait_alive(&origin.url(), false, Duration::from_secs(5)).await);
+    assert!(
+        gw.wait_alive(&origin.url(), false, Duration::from_secs(5))
+            .await
+    );
     let resp = client()
         .get(gw.url("/x"))
         .header("X-Request-Id", "down-1")
