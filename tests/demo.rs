@@ -96,6 +96,18 @@ async fn the_demo_answers_its_first_request_in_every_fresh_start() {
             "start {start}: a demo origin was probed before it listened; log:\n{}",
             gw.log()
         );
+        // The mechanism, from Pingora's start-up log: the race above is rarely lost on an idle
+        // machine (it was under load), so check that the first health round waits for the
+        // three origins to accept connections.
+        let waits = gw.log().lines().any(|l| {
+            l.contains("Service 'BG health checker' will wait for dependencies")
+                && (1..=3).all(|i| l.contains(&format!("\"demo-origin-{i}\"")))
+        });
+        assert!(
+            waits,
+            "start {start}: health checker not ordered after the demo origins; log:\n{}",
+            gw.log()
+        );
         // SIGKILL: the ports are free for the next start as soon as the process is gone.
         let _ = gw.child.kill();
         assert!(
