@@ -186,13 +186,24 @@ pub fn combined_line(r: &AccessRecord<'_>) -> String {
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ' {
+        if (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ' {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "\\x{b:02X}");
         }
     }
     out
+}
+
+/// `HTTP/1.1` and so on, as logs show it.
+pub fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// Milliseconds, rounded to the microsecond.

@@ -182,10 +182,10 @@ impl ProxyHttp for Proxy {
         Ok(peer)
     }
 
-    /// Adds `X-Forwarded-For` (appended), `-Proto`, `-Host` and `X-Request-Id`. Hop-by-hop request headers,
-    /// and those the `Connection` header names, are already gone: Pingora's default upstream
-    /// request policy (`HttpUpstreamRequestPolicy`) strips them before this phase and forwards
-    /// `Connection`/`Upgrade` only for a WebSocket upgrade.
+    /// Adds `X-Forwarded-For` (appended), `-Proto`, `-Host` and `X-Request-Id`. Hop-by-hop
+    /// request headers, and those the `Connection` header names, are already gone: Pingora's
+    /// default upstream request policy (`HttpUpstreamRequestPolicy`) strips them before this
+    /// phase and forwards `Connection`/`Upgrade` only for a WebSocket upgrade.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -392,7 +392,7 @@ impl ProxyHttp for Proxy {
                 client: client_ip(session),
                 method: req.method.as_str(),
                 path: &uri,
-                protocol: protocol_name(req.version),
+                protocol: access_log::protocol_name(req.version),
                 status,
                 backend: ctx.lease.as_ref().map(|l| l.backend().name.as_str()),
                 bytes_sent: session.body_bytes_sent(),
@@ -418,17 +418,6 @@ impl Proxy {
     /// failed before the current one, so attempts = 1 + retries.
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
         ctx.tried.len() < self.settings.retries as usize
-    }
-}
-
-/// `HTTP/1.1` and so on, as logs show it.
-fn protocol_name(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2.0",
-        http::Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
     }
 }
 
