@@ -102,6 +102,7 @@ impl Control {
     pub fn seed(&self, specs: &[BackendSpec]) -> Result<(), String> {
         for spec in specs {
             let backend = self.build_backend(spec)?;
+            backend.no_ramp_on_first_up();
             self.balancer
                 .add_backend(backend)
                 .map_err(|e| e.to_string())?;

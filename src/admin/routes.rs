@@ -263,6 +263,10 @@ pub fn backend_json(b: &Backend) -> Value {
         "last_probe": record.last_probe.map(unix),
         "requests": b.requests(),
         "errors": b.errors(),
+        "effective_weight": b.effective_weight(),
+        "consecutive_errors": b.consecutive_errors(),
+        "ejected": record.ejected_until.is_some(),
+        "ejections": record.ejections,
     })
 }
 

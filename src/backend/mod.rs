@@ -25,6 +25,15 @@ pub use lease::{Lease, Tried};
 pub use observe::Observation;
 pub use outlier::OutlierDetection;
 
+/// How observations turn into health: `rise` passes bring a DOWN backend UP, `fall` failures
+/// take an UP one DOWN, and a backend that becomes UP ramps over `slow_start` (zero: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub rise: u32,
+    pub fall: u32,
+    pub slow_start: std::time::Duration,
+}
+
 /// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
 ///
 /// Three independent flags decide traffic: `alive` (set by health checks, by the proxy on a
@@ -54,6 +63,11 @@ pub struct Backend {
     probe_epoch: AtomicU64,
     /// When the slow-start ramp began ([`clock::now_ns`]); 0 when not ramping.
     up_since_ns: AtomicU64,
+    /// The length of the current ramp, in nanoseconds.
+    ramp_len_ns: AtomicU64,
+    /// Whether the first UP (from pending) ramps: not for the pool a process starts with,
+    /// which takes its first traffic all together (ramping everyone ramps no one).
+    ramp_first_up: AtomicBool,
     /// Peak-EWMA latency (f64 bits, nanoseconds) and when it was last updated (0: never).
     ewma_ns: AtomicU64,
     ewma_at_ns: AtomicU64,
@@ -117,6 +131,8 @@ impl Backend {
             consecutive_errors: AtomicU32::new(0),
             probe_epoch: AtomicU64::new(0),
             up_since_ns: AtomicU64::new(0),
+            ramp_len_ns: AtomicU64::new(0),
+            ramp_first_up: AtomicBool::new(true),
             ewma_ns: AtomicU64::new(0),
             ewma_at_ns: AtomicU64::new(0),
             health: Mutex::new(HealthRecord {

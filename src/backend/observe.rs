@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 
-use super::{Backend, Health, HealthRecord, Transition};
+use super::{Backend, Health, HealthRecord, Thresholds, Transition};
 
 /// What a probe or the proxy observed about a backend.
 #[derive(Debug, Clone)]
@@ -34,10 +34,10 @@ impl Backend {
         &self,
         seen: &Observation,
         stamp: Option<u64>,
-        rise: u32,
-        fall: u32,
+        t: &Thresholds,
     ) -> Option<Transition> {
         let mut record = self.health();
+        let was = record.tracker.health();
         let mut back_from_ejection = false;
         let transition = match seen {
             Observation::Refused(_) => {
@@ -61,14 +61,14 @@ impl Backend {
                             back_from_ejection = true;
                             record.tracker.force_up()
                         } else {
-                            record.tracker.observe(false, rise, fall);
+                            record.tracker.observe(false, t.rise, t.fall);
                             if let Observation::Failed(reason) = seen {
                                 record.reason = Some(reason.clone());
                             }
                             None
                         }
                     }
-                    None => record.tracker.observe(passed, rise, fall),
+                    None => record.tracker.observe(passed, t.rise, t.fall),
                 }
             }
         }?;
@@ -79,13 +79,20 @@ impl Backend {
             }
             Observation::Passed => record.tracker.up_reason(),
         };
-        self.apply(&mut record, transition, &reason);
+        let ramp = self.ramp_for(was, t.slow_start);
+        self.apply(&mut record, transition, &reason, ramp);
         Some(transition)
     }
 
     /// Records a transition that has just happened in `record`: the traffic flag, the time,
     /// the reason (why it went DOWN, or how it came UP), the slow-start ramp, one log line.
-    pub(crate) fn apply(&self, record: &mut HealthRecord, transition: Transition, reason: &str) {
+    pub(crate) fn apply(
+        &self,
+        record: &mut HealthRecord,
+        transition: Transition,
+        reason: &str,
+        slow_start: std::time::Duration,
+    ) {
         record.changed_at = SystemTime::now();
         self.set_alive(record.tracker.health() == Health::Up);
         match transition {
@@ -97,7 +104,7 @@ impl Backend {
                 info!("backend {} is UP", self.name);
                 record.reason = Some(reason.to_string());
                 self.consecutive_errors.store(0, Ordering::Relaxed);
-                self.start_ramp();
+                self.start_ramp(slow_start);
             }
         }
     }

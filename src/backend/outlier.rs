@@ -93,7 +93,7 @@ impl Backend {
         let errors = self.consecutive_errors.swap(0, Ordering::Relaxed);
         let transition = record.tracker.force_down()?;
         let reason = format!("ejected: {errors} consecutive errors");
-        self.apply(&mut record, transition, &reason);
+        self.apply(&mut record, transition, &reason, Duration::ZERO);
         Some(transition)
     }
 }
@@ -101,8 +101,19 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Health, Observation};
+    use crate::backend::{Health, Observation, Thresholds};
     use crate::balancer::testing::backend;
+
+    const T1: Thresholds = Thresholds {
+        rise: 1,
+        fall: 1,
+        slow_start: Duration::ZERO,
+    };
+    const T3: Thresholds = Thresholds {
+        rise: 3,
+        fall: 3,
+        slow_start: Duration::ZERO,
+    };
 
     fn settings(base_ms: u64) -> OutlierDetection {
         OutlierDetection {
@@ -140,7 +151,7 @@ mod tests {
     #[test]
     fn an_ejected_backend_ignores_probes_until_its_time_is_over() {
         let b = backend(1, 10_000, 1);
-        b.observe(&Observation::Passed, None, 1, 1);
+        b.observe(&Observation::Passed, None, &T1);
         let stamp = b.probe_stamp();
         assert_eq!(b.eject(&settings(3_600_000)), Some(Transition::Down));
         assert!(b.is_ejected() && !b.is_ready());
@@ -150,12 +161,12 @@ mod tests {
         );
         assert_eq!(b.eject(&settings(1)), None, "already ejected");
         assert_eq!(
-            b.observe(&Observation::Passed, Some(b.probe_stamp()), 1, 1),
+            b.observe(&Observation::Passed, Some(b.probe_stamp()), &T1),
             None
         );
         assert_eq!(b.health_state(), Health::Down);
         assert_eq!(
-            b.observe(&Observation::Passed, Some(stamp), 1, 1),
+            b.observe(&Observation::Passed, Some(stamp), &T1),
             None,
             "stale"
         );
@@ -164,10 +175,10 @@ mod tests {
     #[test]
     fn one_passing_probe_after_the_ejection_brings_it_back() {
         let b = backend(1, 10_000, 1);
-        b.observe(&Observation::Passed, None, 3, 3);
+        b.observe(&Observation::Passed, None, &T3);
         b.eject(&settings(0));
         assert!(b.is_ejected());
-        let up = b.observe(&Observation::Passed, Some(b.probe_stamp()), 3, 3);
+        let up = b.observe(&Observation::Passed, Some(b.probe_stamp()), &T3);
         assert_eq!(up, Some(Transition::Up));
         assert!(b.is_ready() && !b.is_ejected());
         assert_eq!(
@@ -180,14 +191,14 @@ mod tests {
     #[test]
     fn a_probe_started_before_a_refusal_does_not_count() {
         let b = backend(1, 10_000, 1);
-        b.observe(&Observation::Passed, None, 1, 1);
+        b.observe(&Observation::Passed, None, &T1);
         let stamp = b.probe_stamp();
-        b.observe(&Observation::Refused("refused".into()), None, 1, 1);
-        assert_eq!(b.observe(&Observation::Passed, Some(stamp), 1, 1), None);
+        b.observe(&Observation::Refused("refused".into()), None, &T1);
+        assert_eq!(b.observe(&Observation::Passed, Some(stamp), &T1), None);
         assert!(!b.is_ready());
         let fresh = b.probe_stamp();
         assert_eq!(
-            b.observe(&Observation::Passed, Some(fresh), 1, 1),
+            b.observe(&Observation::Passed, Some(fresh), &T1),
             Some(Transition::Up)
         );
     }

@@ -17,21 +17,38 @@ use super::Backend;
 pub const RAMP_FLOOR: f64 = 0.1;
 
 impl Backend {
-    /// Starts the ramp now (called on every transition to UP).
-    pub(crate) fn start_ramp(&self) {
-        self.up_since_ns.store(now_ns(), Ordering::Relaxed);
+    /// Starts a ramp of length `slow_start` now (called on every transition to UP); a zero
+    /// length means no ramp.
+    pub(crate) fn start_ramp(&self, slow_start: Duration) {
+        self.ramp_len_ns.store(ns(slow_start), Ordering::Relaxed);
+        let start = if slow_start.is_zero() { 0 } else { now_ns() };
+        self.up_since_ns.store(start, Ordering::Relaxed);
     }
 
-    /// The factor in (0, 1] by which this backend's share is scaled now; 1 when `slow_start`
-    /// is zero or the ramp is over.
+    /// Marks a backend of the pool a process starts with: its first UP does not ramp.
+    pub fn no_ramp_on_first_up(&self) {
+        self.ramp_first_up.store(false, Ordering::Relaxed);
+    }
+
+    /// The ramp length for a transition to UP from `was`: none for the first UP of a
+    /// backend the process started with.
+    pub(crate) fn ramp_for(&self, was: super::Health, slow_start: Duration) -> Duration {
+        if was == super::Health::Pending && !self.ramp_first_up.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            slow_start
+        }
+    }
+
+    /// The factor in (0, 1] by which this backend's share is scaled now; 1 outside a ramp.
     #[inline]
-    pub fn ramp(&self, slow_start: Duration) -> f64 {
+    pub fn ramp(&self) -> f64 {
         let since = self.up_since_ns.load(Ordering::Relaxed);
-        if since == 0 || slow_start.is_zero() {
+        if since == 0 {
             return 1.0;
         }
         let elapsed = now_ns().saturating_sub(since);
-        let total = ns(slow_start);
+        let total = self.ramp_len_ns.load(Ordering::Relaxed);
         if elapsed >= total {
             // Over: later picks skip the clock read.
             self.up_since_ns.store(0, Ordering::Relaxed);
@@ -43,15 +60,15 @@ impl Backend {
     /// Whether a turn that fell on this backend is taken: always outside a ramp, with the ramp's
     /// probability during it.
     #[inline]
-    pub fn admit(&self, slow_start: Duration) -> bool {
-        let r = self.ramp(slow_start);
+    pub fn admit(&self) -> bool {
+        let r = self.ramp();
         r >= 1.0 || fastrand::f64() < r
     }
 
     /// The weight strategies use now: the configured weight scaled by the ramp (at least 1
     /// while the backend is ready).
-    pub fn effective_weight(&self, slow_start: Duration) -> u32 {
-        let w = f64::from(self.weight()) * self.ramp(slow_start);
+    pub fn effective_weight(&self) -> u32 {
+        let w = f64::from(self.weight()) * self.ramp();
         (w.round() as u32).max(1)
     }
 }
@@ -64,28 +81,23 @@ mod tests {
     #[test]
     fn ramps_from_the_floor_and_ends() {
         let b = backend(1, 10_000, 10);
-        assert_eq!(
-            b.ramp(Duration::from_secs(10)),
-            1.0,
-            "not ramping before UP"
-        );
-        b.start_ramp();
-        let r = b.ramp(Duration::from_secs(3600));
+        assert_eq!(b.ramp(), 1.0, "not ramping before UP");
+        b.start_ramp(Duration::from_secs(3600));
+        let r = b.ramp();
         assert!((RAMP_FLOOR..RAMP_FLOOR + 0.01).contains(&r), "{r}");
-        assert_eq!(b.effective_weight(Duration::from_secs(3600)), 1);
-        assert_eq!(b.ramp(Duration::ZERO), 1.0, "slow_start 0 is off");
-        assert_eq!(b.ramp(Duration::from_nanos(1)), 1.0, "over");
-        assert_eq!(b.ramp(Duration::from_secs(3600)), 1.0, "stays over");
-        assert_eq!(b.effective_weight(Duration::from_secs(3600)), 10);
+        assert_eq!(b.effective_weight(), 1);
+        b.start_ramp(Duration::ZERO);
+        assert_eq!(b.ramp(), 1.0, "slow_start 0 is off");
+        b.start_ramp(Duration::from_nanos(1));
+        assert_eq!(b.ramp(), 1.0, "over");
+        assert_eq!(b.effective_weight(), 10);
     }
 
     #[test]
     fn admission_follows_the_ramp() {
         let b = backend(1, 10_000, 1);
-        b.start_ramp();
-        let taken = (0..10_000)
-            .filter(|_| b.admit(Duration::from_secs(3600)))
-            .count();
+        b.start_ramp(Duration::from_secs(3600));
+        let taken = (0..10_000).filter(|_| b.admit()).count();
         assert!((700..1300).contains(&taken), "{taken} of 10000 at 10 %");
     }
 }

@@ -19,8 +19,8 @@ pub struct LeastConn;
 /// Least-conn's score (lower wins): requests in flight, plus the one being placed, divided by
 /// the slow-start ramp so a ramping backend looks busier than it is.
 #[inline]
-fn load(b: &Backend, snap: &Snapshot) -> f64 {
-    (b.in_flight() + 1) as f64 / b.ramp(snap.slow_start)
+fn load(b: &Backend) -> f64 {
+    (b.in_flight() + 1) as f64 / b.ramp()
 }
 
 impl Strategy for LeastConn {
@@ -39,18 +39,14 @@ impl Strategy for LeastConn {
 }
 
 /// The ready, untried backend with the lowest `score`; ties are drawn uniformly.
-pub fn lowest(
-    snap: &Snapshot,
-    tried: &Tried,
-    score: impl Fn(&Backend, &Snapshot) -> f64,
-) -> Option<usize> {
+pub fn lowest(snap: &Snapshot, tried: &Tried, score: impl Fn(&Backend) -> f64) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     let mut ties = 0u64;
     for (i, b) in snap.backends.iter().enumerate() {
         if !b.is_ready() || tried.contains(b.id) {
             continue;
         }
-        let s = score(b, snap);
+        let s = score(b);
         match best {
             Some((_, l)) if s > l => {}
             Some((_, l)) if s == l => {
@@ -72,7 +68,7 @@ pub fn lowest(
 pub fn two_choices(
     snap: &Snapshot,
     tried: &Tried,
-    score: impl Fn(&Backend, &Snapshot) -> f64,
+    score: impl Fn(&Backend) -> f64,
 ) -> Option<usize> {
     let n = snap.backends.len();
     if n == 0 {
@@ -90,10 +86,7 @@ pub fn two_choices(
     let first = draw(None);
     match (first, draw(first)) {
         (Some(a), Some(b)) => {
-            let (sa, sb) = (
-                score(&snap.backends[a], snap),
-                score(&snap.backends[b], snap),
-            );
+            let (sa, sb) = (score(&snap.backends[a]), score(&snap.backends[b]));
             Some(if sb < sa { b } else { a })
         }
         (Some(a), None) | (None, Some(a)) => Some(a),

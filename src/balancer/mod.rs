@@ -29,7 +29,9 @@ use arc_swap::ArcSwap;
 use log::warn;
 
 use crate::backend::clock::{now_ns, ns};
-use crate::backend::{Backend, Lease, Observation, OutlierDetection, Transition, Tried};
+use crate::backend::{
+    Backend, Lease, Observation, OutlierDetection, Thresholds, Transition, Tried,
+};
 use crate::config::{BackendUrl, StrategyKind};
 
 /// At most one "not ejected: floor reached" warning per this period.
@@ -66,8 +68,6 @@ pub struct Snapshot {
     pub ready: Vec<usize>,
     /// Derived from `backends` and their health.
     pub plan: Plan,
-    /// The slow-start ramp length (zero: off).
-    pub slow_start: Duration,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
@@ -129,10 +129,8 @@ pub struct Balancer {
     write: Mutex<()>,
     /// Removed backends that still have requests in flight.
     draining: Mutex<Vec<Arc<Backend>>>,
-    rise: u32,
-    fall: u32,
+    thresholds: Thresholds,
     outlier: OutlierDetection,
-    slow_start: Duration,
     /// Serialises ejections, so two at once cannot both pass the floor check.
     ejecting: Mutex<()>,
     /// When the last "floor reached" warning was logged ([`now_ns`]).
@@ -150,15 +148,16 @@ impl Balancer {
                 backends: Vec::new(),
                 ready: Vec::new(),
                 plan: strategy.plan(&[]),
-                slow_start: Duration::ZERO,
             }),
             strategy,
             write: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
-            rise,
-            fall,
+            thresholds: Thresholds {
+                rise,
+                fall,
+                slow_start: Duration::ZERO,
+            },
             outlier: OutlierDetection::default(),
-            slow_start: Duration::ZERO,
             ejecting: Mutex::new(()),
             floor_warned_ns: AtomicU64::new(0),
             replanner: AtomicBool::new(false),
@@ -169,13 +168,13 @@ impl Balancer {
     /// Sets outlier detection and slow start (both off the request path's hot loop).
     pub fn with_resilience(mut self, outlier: OutlierDetection, slow_start: Duration) -> Balancer {
         self.outlier = outlier;
-        self.slow_start = slow_start;
+        self.thresholds.slow_start = slow_start;
         self
     }
 
     /// The slow-start ramp length.
     pub fn slow_start(&self) -> Duration {
-        self.slow_start
+        self.thresholds.slow_start
     }
 
     /// Feeds a probe result, stamped with [`Backend::probe_stamp`] taken when the probe
@@ -186,7 +185,7 @@ impl Balancer {
         stamp: u64,
         seen: Observation,
     ) -> Option<Transition> {
-        let transition = backend.observe(&seen, Some(stamp), self.rise, self.fall)?;
+        let transition = backend.observe(&seen, Some(stamp), &self.thresholds)?;
         self.replan_if_member(backend);
         Some(transition)
     }
@@ -292,7 +291,6 @@ impl Balancer {
             backends,
             ready,
             plan,
-            slow_start: self.slow_start,
         }));
     }
 
@@ -345,7 +343,7 @@ impl LoadBalancer for Balancer {
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
-        let transition = backend.observe(&seen, None, self.rise, self.fall)?;
+        let transition = backend.observe(&seen, None, &self.thresholds)?;
         self.replan_if_member(backend);
         Some(transition)
     }
@@ -506,5 +504,29 @@ mod tests {
             Some(Transition::Up)
         );
         assert!(b.is_ready());
+    }
+
+    #[test]
+    fn a_backend_back_from_down_ramps_but_the_starting_pool_does_not() {
+        use std::time::Duration;
+        let lb = Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)
+            .with_resilience(OutlierDetection::default(), Duration::from_secs(3600));
+        for i in 0..3 {
+            let b = backend(i, 10_000 + i as u16, 1);
+            b.set_alive(false);
+            b.no_ramp_on_first_up();
+            lb.add_backend(b).expect("unique");
+        }
+        let snap = lb.snapshot();
+        for b in &snap.backends {
+            lb.record_probe(b, b.probe_stamp(), Observation::Passed);
+            assert_eq!(b.ramp(), 1.0, "first UP of the starting pool ramped");
+        }
+        let b = snap.backends[0].clone();
+        lb.set_backend_status(&b, Observation::Refused("refused".into()));
+        lb.record_probe(&b, b.probe_stamp(), Observation::Passed);
+        assert!(b.is_ready() && b.ramp() < 0.2, "{}", b.ramp());
+        let c = counts(&lb, 3000, &RequestKey::default());
+        assert!(c[0] < 250, "a ramping backend got {c:?}");
     }
 }

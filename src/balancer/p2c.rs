@@ -25,10 +25,10 @@ const DEFAULT_LATENCY_NS: f64 = 1e6;
 pub struct PeakEwma;
 
 #[inline]
-fn cost(b: &Backend, snap: &Snapshot) -> f64 {
+fn cost(b: &Backend) -> f64 {
     let latency = b.latency_estimate().unwrap_or(DEFAULT_LATENCY_NS);
     // A latency that decayed to nothing still ranks by load.
-    latency.max(1.0) * (b.in_flight() + 1) as f64 / b.ramp(snap.slow_start)
+    latency.max(1.0) * (b.in_flight() + 1) as f64 / b.ramp()
 }
 
 impl Strategy for PeakEwma {

@@ -98,7 +98,7 @@ pub fn ring_pick(snap: &Snapshot, ring: &Ring, hash: u64, tried: &Tried) -> Opti
         let b = &snap.backends[i];
         if b.is_ready() && !tried.contains(b.id) {
             // A ramping backend (slow start) keeps only its ramp's share of its clients.
-            if b.admit(snap.slow_start) {
+            if b.admit() {
                 return Some(i);
             }
             ramping.get_or_insert(i);

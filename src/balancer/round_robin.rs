@@ -50,7 +50,7 @@ pub fn take_turn(snap: &Snapshot, rr: &RoundRobin, tried: &Tried) -> Option<usiz
         if !b.is_ready() || tried.contains(b.id) {
             continue;
         }
-        if b.admit(snap.slow_start) {
+        if b.admit() {
             return Some(i);
         }
         ramping.get_or_insert(i);

@@ -186,3 +186,25 @@ fn nested_unknown_keys_are_named_with_their_section() {
         "{e}"
     );
 }
+
+#[test]
+fn outlier_detection_and_slow_start_have_defaults_and_bounds() {
+    let c = ok("");
+    assert_eq!(c.outlier, crate::backend::OutlierDetection::default());
+    assert_eq!(c.slow_start, Duration::ZERO);
+    let c = ok("outlier_detection:\n  consecutive_errors: 0\n  max_ejection_percent: 100\nslow_start: 30s\n");
+    assert_eq!(c.outlier.consecutive_errors, 0);
+    assert_eq!(c.outlier.max_ejection_percent, 100);
+    assert_eq!(c.slow_start, Duration::from_secs(30));
+    let e = bad("outlier_detection:\n  max_ejection_percent: 101\n");
+    assert_eq!(e.key, "outlier_detection.max_ejection_percent");
+    let e = bad("outlier_detection:\n  base_ejection_time: 1m\n  max_ejection_time: 10s\n");
+    assert_eq!(e.key, "outlier_detection.max_ejection_time");
+    let e = bad("outlier_detection:\n  base_ejection_time: 0s\n");
+    assert_eq!(e.key, "outlier_detection.base_ejection_time");
+    let e = bad("outlier_detection:\n  consecutive_eror: 3\n");
+    assert_eq!(e.key, "outlier_detection.consecutive_eror");
+    let e = bad("slow_start: soon\n");
+    assert_eq!(e.key, "slow_start");
+    assert_eq!(ok("strategy: p2c-ewma\n").strategy, StrategyKind::P2cEwma);
+}

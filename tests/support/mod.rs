@@ -2,9 +2,11 @@
 //! launcher for the real `portico` binary with a temporary configuration, and `eventually`.
 #![allow(dead_code, unused_imports)]
 
+pub mod closing;
 pub mod gateway;
 pub mod origin;
 
+pub use closing::{Closing, ClosingOrigin};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};
 
