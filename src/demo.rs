@@ -20,6 +20,28 @@ use pingora::services::{Service as ServiceTrait, ServiceReadyNotifier, ServiceWi
 /// Ports of the demo origins.
 pub const DEMO_PORTS: [u16; 3] = [9001, 9002, 9003];
 
+/// For tests only: `PORTICO_DEMO_PORTS=p1,p2,p3` moves the demo origins, so that test runs do
+/// not depend on 9001-9003 being free on a shared machine.
+pub const PORTS_ENV: &str = "PORTICO_DEMO_PORTS";
+
+/// The demo origins' ports: [`DEMO_PORTS`], or those of [`PORTS_ENV`].
+pub fn ports() -> Result<[u16; 3], String> {
+    let Ok(text) = std::env::var(PORTS_ENV) else {
+        return Ok(DEMO_PORTS);
+    };
+    let parsed: Vec<u16> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u16>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{PORTS_ENV}={text:?}: expected three ports, e.g. 9001,9002,9003"))?;
+    match parsed[..] {
+        [a, b, c] if a > 0 && b > 0 && c > 0 => Ok([a, b, c]),
+        _ => Err(format!(
+            "{PORTS_ENV}={text:?}: expected three ports, e.g. 9001,9002,9003"
+        )),
+    }
+}
+
 /// One demo origin: answers every request with its name.
 pub struct DemoOrigin {
     name: String,
@@ -94,9 +116,9 @@ impl ServiceWithDependents for DemoService {
     }
 }
 
-/// The three demo origin services, ready to add to the server.
-pub fn services() -> Vec<DemoService> {
-    DEMO_PORTS
+/// The three demo origin services on `ports`, ready to add to the server.
+pub fn services(ports: [u16; 3]) -> Vec<DemoService> {
+    ports
         .iter()
         .enumerate()
         .map(|(i, port)| {

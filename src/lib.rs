@@ -146,7 +146,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health = server.add_service(background_service("health checker", checker));
     let demo_origins: Vec<_> = if opts.demo {
-        demo::services()
+        demo::services(demo::ports().map_err(BuildError)?)
             .into_iter()
             .map(|origin| server.add_service(origin))
             .collect()
@@ -232,7 +232,7 @@ fn check_listeners_free(conf: &Config, demo: bool) -> Result<(), BuildError> {
         addrs.push(("tls.listen", tls.listen));
     }
     if demo {
-        for port in demo::DEMO_PORTS {
+        for port in demo::ports().map_err(BuildError)? {
             addrs.push(("--demo", std::net::SocketAddr::from(([127, 0, 0, 1], port))));
         }
     }

@@ -2,36 +2,37 @@
 //! the very first request through the proxy is answered 200 by a demo origin (the origins
 //! listen before the first health round, which the proxy waits for).
 //!
-//! The demo origins' ports are fixed (127.0.0.1:9001-9003, as documented): the starts run one
-//! after the other inside this one test, and the test first checks that nothing else holds
-//! those ports. The proxy and admin ports come from a temporary copy of conf/portico.yaml.
+//! Each start runs on free ports: the proxy and admin ports and the backends in a temporary
+//! copy of conf/portico.yaml, the demo origins moved there with `PORTICO_DEMO_PORTS` (for
+//! tests; 9001-9003 may be held by someone's `portico --demo` on a shared machine).
 
 mod support;
 
 use std::fs;
-use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::gateway::BIN;
 use support::*;
 
 /// Fresh starts checked.
 const STARTS: usize = 20;
-const DEMO_PORTS: [u16; 3] = [9001, 9002, 9003];
-
-/// Whether every demo port can be bound on 127.0.0.1 now.
-fn demo_ports_free() -> bool {
-    DEMO_PORTS
-        .iter()
-        .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-}
-
-/// conf/portico.yaml with the proxy and admin on `port`/`admin_port` and the pid file and
-/// upgrade socket in `dir`; everything else (health checking every 5 s, rise 2) as shipped.
-fn demo_config(dir: &std::path::Path, port: u16, admin_port: u16) -> String {
+/// conf/portico.yaml with the proxy and admin on `port`/`admin_port`, the three backends on
+/// `demo` instead of 9001-9003, and the pid file and upgrade socket in `dir`; everything else
+/// (health checking every 5 s, rise 2) as shipped.
+fn demo_config(dir: &std::path::Path, port: u16, admin_port: u16, demo: [u16; 3]) -> String {
     let shipped = include_str!("../conf/portico.yaml");
     let mut out = String::new();
     let mut replaced = 0;
     for line in shipped.lines() {
+        let mut line = line.to_string();
+        for (shipped_port, demo_port) in [9001, 9002, 9003].iter().zip(demo) {
+            let from = format!("http://127.0.0.1:{shipped_port}");
+            if line.contains(&from) {
+                line = line.replace(&from, &format!("http://127.0.0.1:{demo_port}"));
+                replaced += 1;
+            }
+        }
         let key = line.split(':').next().unwrap_or("");
         let new = match key {
             "listen" => format!("listen: \"127.0.0.1:{port}\""),
@@ -39,7 +40,7 @@ fn demo_config(dir: &std::path::Path, port: u16, admin_port: u16) -> String {
             "pid_file" => format!("pid_file: {}", dir.join("portico.pid").display()),
             "upgrade_sock" => format!("upgrade_sock: {}", dir.join("upgrade.sock").display()),
             _ => {
-                out.push_str(line);
+                out.push_str(&line);
                 out.push('\n');
                 continue;
             }
@@ -48,29 +49,51 @@ fn demo_config(dir: &std::path::Path, port: u16, admin_port: u16) -> String {
         out.push_str(&new);
         out.push('\n');
     }
-    assert_eq!(replaced, 4, "conf/portico.yaml changed shape:\n{shipped}");
+    assert_eq!(replaced, 7, "conf/portico.yaml changed shape:\n{shipped}");
     out
+}
+
+/// `portico -c config --demo` with the demo origins on `demo`, output to a log in `dir`.
+fn spawn_demo(
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+    admin_port: u16,
+    demo: [u16; 3],
+) -> Gateway {
+    let log_path = dir.path().join("portico.log");
+    let log = fs::File::create(&log_path).expect("log file");
+    let ports = demo.map(|p| p.to_string()).join(",");
+    let child = Command::new(BIN)
+        .arg("-c")
+        .arg(&config)
+        .arg("--demo")
+        .env("RUST_LOG", "info")
+        .env("PORTICO_DEMO_PORTS", ports)
+        .stdout(Stdio::from(log.try_clone().expect("dup log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn portico");
+    Gateway {
+        dir,
+        config,
+        port,
+        admin_port,
+        child,
+        log_path,
+    }
 }
 
 #[tokio::test]
 async fn the_demo_answers_its_first_request_in_every_fresh_start() {
-    let free = eventually(Duration::from_secs(10), || {
-        let free = demo_ports_free();
-        async move { free }
-    })
-    .await;
-    assert!(
-        free,
-        "127.0.0.1:9001-9003 are taken by another process: stop it (a `portico --demo`?) and \
-         run this test again"
-    );
     let http = client();
     for start in 1..=STARTS {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
+        let demo = [free_port(), free_port(), free_port()];
         let config = dir.path().join("portico.yaml");
-        fs::write(&config, demo_config(dir.path(), port, admin_port)).expect("write config");
-        let mut gw = Gateway::spawn(dir, config, port, admin_port, &["--demo".to_string()]);
+        fs::write(&config, demo_config(dir.path(), port, admin_port, demo)).expect("write");
+        let mut gw = spawn_demo(dir, config, port, admin_port, demo);
         // Ready = the admin API answers and the proxy port accepts; no request went through
         // the proxy yet.
         gw.wait_ready().await;
@@ -114,5 +137,29 @@ async fn the_demo_answers_its_first_request_in_every_fresh_start() {
             gw.wait_exit(Duration::from_secs(10)).await.is_some(),
             "start {start}: still running"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_demo_ports_variable_stops_start_up_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portico.yaml");
+    let demo = [free_port(), free_port(), free_port()];
+    fs::write(
+        &config,
+        demo_config(dir.path(), free_port(), free_port(), demo),
+    )
+    .expect("write");
+    for bad in ["9001,9002", "a,b,c", "1,2,3,4", "0,1,2"] {
+        let out = Command::new(BIN)
+            .arg("-c")
+            .arg(&config)
+            .arg("--demo")
+            .env("PORTICO_DEMO_PORTS", bad)
+            .output()
+            .expect("run portico");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains("PORTICO_DEMO_PORTS"), "{bad}: {err}");
     }
 }
