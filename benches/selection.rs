@@ -19,6 +19,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
     let timeouts = Timeouts {
         connect: Duration::from_secs(1),
         read: Duration::from_secs(1),
+        websocket_idle: Duration::from_secs(1),
     };
     let backends: Vec<Arc<Backend>> = (0..n)
         .map(|i| {
@@ -28,6 +29,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
             let spec = BackendSpec {
                 url,
                 weight: 1 + (i % 3) as u32,
+                protocol: Default::default(),
             };
             let token = cookie_token(b"bench", &spec.url.to_string());
             let b = Arc::new(Backend::new(i as u64, &spec, addr, &timeouts, token));

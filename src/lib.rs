@@ -8,19 +8,29 @@ pub mod admin_client;
 pub mod backend;
 pub mod balancer;
 pub mod cli;
+pub mod client_policy;
 pub mod config;
+pub mod connection_limit;
 pub mod control;
 pub mod demo;
+pub mod dns;
+pub mod grpc_reply;
 pub mod health;
 pub mod lifecycle;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod peer;
+pub mod preflight;
 pub mod proxy;
+pub mod reload;
+pub mod signals;
 pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use log::info;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -29,11 +39,13 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
 use crate::balancer::{strategy, Balancer, Replanner};
+use crate::client_policy::ClientPolicy;
 use crate::config::{BackendSpec, Config};
+use crate::connection_limit::{ConnectionCounter, ConnectionLimit};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxySettings};
+use crate::proxy::{Proxy, ProxySettings, SharedSettings};
 use crate::store::{FileStore, PoolStore};
 
 /// A start-up failure, with what failed and why.
@@ -42,11 +54,13 @@ use crate::store::{FileStore, PoolStore};
 pub struct BuildError(pub String);
 
 /// How the process was asked to run (from the command line).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct RunOptions {
     pub upgrade: bool,
     pub daemon: bool,
     pub demo: bool,
+    /// The configuration file, re-read on `SIGHUP`; `None` for a built-in configuration.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Everything built from the configuration before any socket is bound.
@@ -56,6 +70,8 @@ pub struct Prepared {
     pub prober: Arc<Prober>,
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
+    /// Problems that do not stop start-up (a backend name that does not resolve yet).
+    pub warnings: Vec<String>,
 }
 
 /// Loads the stored pool (if any), resolves every backend and checks TLS files: everything
@@ -104,8 +120,31 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         config.timeouts.clone(),
         cookie_key,
     ));
+    // Host names are looked up now, all at once; one that does not resolve is no reason to
+    // refuse to start: its backend starts DOWN and the DNS refresh retries it.
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| s.url.host.clone())
+        .filter(|h| !dns::is_literal(h))
+        .collect();
+    let answers = if names.is_empty() {
+        Default::default()
+    } else {
+        dns::Resolver::lookup_blocking(&config.dns, &names)
+    };
+    let mut warnings = Vec::new();
+    for spec in &specs {
+        if let Some(Err(why)) = answers.get(&spec.url.host) {
+            warnings.push(format!(
+                "backends: cannot resolve {} ({why}); {} starts DOWN and is retried every \
+                 dns.refresh",
+                spec.url.host, spec.url
+            ));
+        }
+    }
+    control.set_resolver(dns::Resolver::new(&config.dns));
     control
-        .seed(&specs)
+        .seed(&specs, &answers)
         .map_err(|e| BuildError(format!("backends: {e}")))?;
     let metrics =
         Arc::new(Metrics::new(balancer.clone()).map_err(|e| BuildError(format!("metrics: {e}")))?);
@@ -115,6 +154,7 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         prober,
         control,
         metrics,
+        warnings,
     })
 }
 
@@ -123,6 +163,9 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
 /// only after the health checker's first round.
 pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let mut p = prepare(config)?;
+    for w in &p.warnings {
+        log::warn!("{w}");
+    }
     if !opts.upgrade {
         check_listeners_free(&p.config, opts.demo)?;
     }
@@ -133,6 +176,9 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         test: false,
         conf: None,
     };
+    // Before the server keys move into Pingora: the reloader compares against all of them.
+    let in_force = p.config.effective(false);
+    let error_log = p.config.server.error_log.clone().filter(|_| opts.daemon);
     let server_conf = std::mem::take(&mut p.config.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
 
@@ -144,6 +190,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         Replanner::new(p.balancer.clone()),
     ));
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
+    let health_interval = checker.interval_handle();
     let health = server.add_service(background_service("health checker", checker));
     let demo_origins: Vec<_> = if opts.demo {
         demo::services(demo::ports().map_err(BuildError)?)
@@ -182,27 +229,40 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         boot
     };
 
-    let settings = |tls: bool| ProxySettings {
-        retries: conf.retries,
-        access_log: conf.access_log,
-        connect_timeout: conf.timeouts.connect,
-        read_timeout: conf.timeouts.read,
-        sticky_cookie: conf.sticky_cookie.clone(),
-        tls,
+    let policy = ClientPolicy {
+        timeouts: conf.client_timeouts,
+        limits: conf.limits,
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
-        "proxy",
+    let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(proxy_settings(conf)));
+    // One cap for the HTTP and HTTPS listeners together.
+    let connections = ConnectionCounter::new(conf.max_connections);
+    let server_conf = server.configuration.clone();
+    let http_proxy = |tls: bool, h2c: bool| {
+        let mut proxy = pingora::proxy::http_proxy(
+            &server_conf,
+            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings.clone(), tls),
+        );
+        let mut options = server_options(&policy);
+        options.h2c = h2c;
+        proxy.server_options = Some(options);
+        proxy
+    };
+    // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
+    // listener reads the first bytes and hands the connection to one of two proxies.
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        ConnectionLimit::new(
+            listener::PlainListener::new(http_proxy(false, false), http_proxy(false, true)),
+            connections.clone(),
+        ),
     );
     proxy.add_tcp(&conf.listen.to_string());
     server.add_service(proxy).add_dependency(&boot);
 
     if let Some(tls) = &conf.tls {
-        let mut https = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(true)),
-            "proxy-tls",
+        let mut https = Service::new(
+            "proxy-tls".to_string(),
+            ConnectionLimit::new(http_proxy(true, false), connections.clone()),
         );
         https.add_tls_with_settings(&tls.listen.to_string(), None, tls::tls_settings(tls)?);
         server.add_service(https).add_dependency(&boot);
@@ -212,16 +272,63 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         control: p.control.clone(),
         metrics: p.metrics.clone(),
         token: conf.admin.token.clone(),
+        guard: admin::AdminGuard::new(conf.admin.listen, conf.admin.hosts.clone()),
     };
+    // The admin API reads request headers under the same limits as the proxy.
+    let mut api = pingora::apps::http_app::HttpServer::new_app(api);
+    api.server_options = Some(server_options(&policy));
     let mut admin = Service::new("admin".to_string(), api);
     admin.add_tcp(&conf.admin.listen.to_string());
     server.add_service(admin).add_dependency(&boot);
+
+    let refresher = dns::DnsRefresher::new(p.control.clone(), conf.dns.refresh);
+    let dns_refresh = refresher.interval_handle();
+    server
+        .add_service(background_service("dns refresh", refresher))
+        .add_dependency(&boot);
+
+    let reloader = opts.config_path.clone().map(|path| {
+        let live = reload::Live {
+            balancer: p.balancer.clone(),
+            prober: p.prober.clone(),
+            control: p.control.clone(),
+            settings: settings.clone(),
+            health_interval,
+            dns_refresh,
+        };
+        Arc::new(reload::Reloader::new(path, in_force, live))
+    });
+    let signals = signals::Signals::new(reloader, error_log);
+    server.add_service(background_service("signals", signals));
 
     let pid_file = server.configuration.pid_file.clone().into();
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
     server.add_service(background_service("lifecycle", lifecycle));
 
     Ok(server)
+}
+
+/// Pingora's per-listener HTTP options: the request-header limits of `policy`.
+fn server_options(policy: &ClientPolicy) -> pingora::apps::HttpServerOptions {
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h1_request_header_limits = policy.header_limits();
+    options
+}
+
+/// The proxy's settings from `conf` (at start-up and on every reload).
+pub fn proxy_settings(conf: &Config) -> ProxySettings {
+    ProxySettings {
+        retries: conf.retries,
+        access_log: conf.access_log,
+        connect_timeout: conf.timeouts.connect,
+        read_timeout: conf.timeouts.read,
+        websocket_idle: conf.timeouts.websocket_idle,
+        sticky_cookie: conf.sticky_cookie.clone(),
+        client: ClientPolicy {
+            timeouts: conf.client_timeouts,
+            limits: conf.limits,
+        },
+    }
 }
 
 /// Fails when a listen address is already taken (Pingora would panic in a worker thread and

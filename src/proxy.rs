@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -20,7 +21,9 @@ use crate::access_log::{self, AccessRecord, REQUEST_ID_HEADER};
 use crate::backend::Observation;
 use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
+use crate::client_policy::{single_content_length, ClientPolicy};
 use crate::config::{format_duration, AccessLogFormat, StrategyKind};
+use crate::grpc_reply;
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
 
@@ -36,35 +39,44 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Per-proxy settings fixed at start-up.
+/// The proxy's settings from the configuration, shared by the listeners. A reload swaps them
+/// whole ([`SharedSettings`]); each request reads them once per phase, lock-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub retries: u32,
     pub access_log: AccessLogFormat,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
+    pub websocket_idle: Duration,
     pub sticky_cookie: String,
-    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
-    pub tls: bool,
+    /// Client timeouts and limits.
+    pub client: ClientPolicy,
 }
+
+/// The proxy settings in force, swapped by a configuration reload.
+pub type SharedSettings = Arc<ArcSwap<ProxySettings>>;
 
 pub struct Proxy {
     balancer: Arc<Balancer>,
     metrics: Arc<Metrics>,
-    settings: ProxySettings,
-    cookie_mode: bool,
-    /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
-    /// before selection.
-    ip_mode: bool,
+    settings: SharedSettings,
+    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
+    tls: bool,
 }
 
 impl Proxy {
-    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        metrics: Arc<Metrics>,
+        settings: SharedSettings,
+        tls: bool,
+    ) -> Proxy {
         Proxy {
-            cookie_mode: balancer.kind() == StrategyKind::Cookie,
-            ip_mode: balancer.kind() == StrategyKind::IpHash,
             balancer,
             metrics,
             settings,
+            tls,
         }
     }
 }
@@ -79,13 +91,16 @@ pub struct RequestCtx {
     /// The current backend's failure has been counted (each failure counts once).
     failure_counted: bool,
     set_cookie: bool,
-    /// The client's `X-Request-Id` if valid, else a new one (set in `request_filter`).
+    /// The client's `X-Request-Id` if valid, else a new one (set in `early_request_filter`).
     request_id: String,
     /// When the request arrived (wall clock, for the access log).
     arrived: SystemTime,
     /// When the first backend was picked, and how long until a backend's response header.
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
+    /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
+    /// what metrics and the access log count.
+    answered: Option<u16>,
 }
 
 impl RequestCtx {
@@ -121,27 +136,60 @@ impl ProxyHttp for Proxy {
             arrived: SystemTime::now(),
             upstream_started: None,
             upstream_time: None,
+            answered: None,
         }
     }
 
     /// Keeps the client's `X-Request-Id` when it is usable, else makes a new one: it goes to
-    /// the backend, back to the client and into the access log.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// the backend, back to the client (refusals included) and into the access log.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let incoming = session.req_header().headers.get(REQUEST_ID_HEADER);
         ctx.request_id = match incoming.and_then(|v| access_log::valid_request_id(v.as_bytes())) {
             Some(id) => id.to_owned(),
             None => access_log::new_request_id(),
         };
-        Ok(false)
+        Ok(())
     }
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    /// Applies the client policy (keep-alive and body timeouts, pipelining) and refuses, with
+    /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
+    /// on (see [`ClientPolicy::check_request`]).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let settings = self.settings.load();
+        settings.client.apply(session);
+        let Err(refusal) = settings.client.check_request(session.req_header()) else {
+            return Ok(false);
+        };
+        // The request body, if any, is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        let body = Bytes::from(format!(
+            "{{\"error\": {}}}\n",
+            json_string(&refusal.message)
+        ));
+        let mut resp = json_header(refusal.status, body.len())?;
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
     /// released and remembered. No ready backend: a 503 error, or a 502 when backends were
     /// tried and failed (answered in `fail_to_proxy`). During a graceful upgrade's hand-over
     /// the client connection is not kept alive.
+    ///
+    /// Each HTTP/2 stream (each gRPC call) is one request here, so balancing and the lease are
+    /// per call. A WebSocket upgrade keeps its lease, and so counts in `current_connections`,
+    /// until the upgraded connection ends (Pingora runs the whole tunnel inside this request);
+    /// it waits `timeouts.websocket_idle` instead of `timeouts.read` on both sides, and goes to
+    /// the backend over HTTP/1.1 (Pingora does not speak WebSockets over HTTP/2, RFC 8441).
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -153,13 +201,19 @@ impl ProxyHttp for Proxy {
         if let Some(previous) = ctx.lease.take() {
             ctx.tried.insert(previous.backend().id);
         }
-        let cookie = if self.cookie_mode {
-            find_cookie(session.req_header(), &self.settings.sticky_cookie)
+        // The strategy may change with a reload: read it once here. Should it change before
+        // the pick, the pick still succeeds (without the cookie or address it would have used).
+        let kind = self.balancer.kind();
+        let cookie_mode = kind == StrategyKind::Cookie;
+        let settings = self.settings.load();
+        let cookie = if cookie_mode {
+            find_cookie(session.req_header(), &settings.sticky_cookie)
         } else {
             None
         };
         let key = RequestKey {
-            client_ip: if self.ip_mode {
+            // Only `ip-hash` hashes the client's address: only then is it looked up.
+            client_ip: if kind == StrategyKind::IpHash {
                 client_ip(session)
             } else {
                 None
@@ -175,8 +229,13 @@ impl ProxyHttp for Proxy {
         ctx.picked = Instant::now();
         ctx.failure_counted = false;
         let backend = lease.backend();
-        ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
-        let peer = backend.peer();
+        ctx.set_cookie = cookie_mode && cookie != Some(backend.cookie_token.as_str());
+        let mut peer = backend.peer();
+        if is_websocket(session.req_header()) {
+            peer.options.read_timeout = Some(settings.websocket_idle);
+            peer.options.set_http_version(1, 1);
+            session.set_read_timeout(Some(settings.websocket_idle));
+        }
         ctx.lease = Some(lease);
         ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(peer)
@@ -197,7 +256,7 @@ impl ProxyHttp for Proxy {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
-        let proto = if self.settings.tls { "https" } else { "http" };
+        let proto = if self.tls { "https" } else { "http" };
         req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
         let host = req
             .headers
@@ -207,12 +266,18 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             req.insert_header("X-Forwarded-Host", host)?;
         }
+        // `Content-Length: 5, 5` (or the line twice) goes on as one value: a lenient backend
+        // must not be left to interpret a list.
+        if let Some(length) = single_content_length(req) {
+            req.insert_header(http::header::CONTENT_LENGTH, length)?;
+        }
         Ok(())
     }
 
-    /// Records the backend's latency (to the response header) and whether the answer is a
-    /// failure (5xx, toward outlier ejection); drops hop-by-hop headers from the backend's
-    /// response (not from a 101 upgrade); notes the upstream time for the access log.
+    /// Refuses a backend response header over `limits.header_bytes` (a 502); records the
+    /// backend's latency (to the response header) and whether the answer is a failure (5xx,
+    /// toward outlier ejection); drops hop-by-hop headers from the backend's response (not
+    /// from a 101 upgrade); notes the upstream time for the access log.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -220,6 +285,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
+        let client = self.settings.load().client;
+        if !client.response_header_fits(resp) {
+            return Err(
+                Error::explain(InvalidHTTPHeader, client.response_header_message()).into_up(),
+            );
+        }
         if let Some(lease) = &ctx.lease {
             let backend = lease.backend().clone();
             backend.observe_latency(ctx.picked.elapsed());
@@ -251,10 +322,10 @@ impl ProxyHttp for Proxy {
         resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
-                let secure = if self.settings.tls { "; Secure" } else { "" };
+                let secure = if self.tls { "; Secure" } else { "" };
                 let value = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    self.settings.sticky_cookie,
+                    self.settings.load().sticky_cookie,
                     lease.backend().cookie_token
                 );
                 resp.append_header("Set-Cookie", value)?;
@@ -277,7 +348,7 @@ impl ProxyHttp for Proxy {
         ctx.count_failure(&self.balancer, !refused);
         if refused {
             if let Some(lease) = &ctx.lease {
-                let reason = probe_reason(&e, self.settings.connect_timeout);
+                let reason = probe_reason(&e, self.settings.load().connect_timeout);
                 self.balancer
                     .set_backend_status(lease.backend(), Observation::Refused(reason));
             }
@@ -302,7 +373,7 @@ impl ProxyHttp for Proxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if matches!(e.esource(), ErrorSource::Downstream) {
+        if matches!(e.esource(), ErrorSource::Downstream) || websocket_went_idle(session, &e) {
             e.set_retry(false);
             return e;
         }
@@ -316,7 +387,9 @@ impl ProxyHttp for Proxy {
     }
 
     /// Answers errors with a short JSON body: 503 when no backend is available, 504 when the
-    /// backend stayed silent past `timeouts.read`, 502 for other backend failures.
+    /// backend stayed silent past `timeouts.read`, 502 for other backend failures. A gRPC call
+    /// gets the same as a trailers-only gRPC answer instead (`grpc-status` 14, UNAVAILABLE,
+    /// for those three), counted in metrics and the access log as the HTTP status it stands for.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -331,7 +404,7 @@ impl ProxyHttp for Proxy {
                 504,
                 format!(
                     "backend did not answer within {}",
-                    format_duration(self.settings.read_timeout)
+                    format_duration(self.settings.load().read_timeout)
                 ),
             ),
             (
@@ -346,13 +419,30 @@ impl ProxyHttp for Proxy {
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
-        if code >= 500 && code != 503 && matches!(e.esource(), ErrorSource::Upstream) {
+        if code >= 500
+            && code != 503
+            && matches!(e.esource(), ErrorSource::Upstream)
+            && !websocket_went_idle(session, e)
+        {
             // Counted at its source already, unless it failed somewhere Portico has no hook.
             ctx.count_failure(&self.balancer, true);
         }
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
+            if grpc_reply::is_grpc(session.req_header()) {
+                if let Ok(mut resp) = grpc_reply::answer(code, &message) {
+                    if !ctx.request_id.is_empty() {
+                        let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                    }
+                    let _ = session.write_response_header(Box::new(resp), true).await;
+                }
+                ctx.answered = Some(code);
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(mut resp) = json_header(code, body.len()) {
                 if !ctx.request_id.is_empty() {
@@ -370,15 +460,18 @@ impl ProxyHttp for Proxy {
 
     /// Counts the request in the metrics and writes the access log line when enabled.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = ctx
+            .answered
+            .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
         if let Some(lease) = &ctx.lease {
             self.metrics.observe_backend(lease.backend(), elapsed);
         }
-        if self.settings.access_log.enabled() {
+        let format = self.settings.load().access_log;
+        if format.enabled() {
             if ctx.request_id.is_empty() {
-                // The request failed before `request_filter` (e.g. a malformed header).
+                // The request failed before `early_request_filter` (e.g. a malformed header).
                 ctx.request_id = access_log::new_request_id();
             }
             let req = session.req_header();
@@ -402,14 +495,16 @@ impl ProxyHttp for Proxy {
                 referer: header(http::header::REFERER),
                 user_agent: header(http::header::USER_AGENT),
             };
-            access_log::write(self.settings.access_log, &record);
+            access_log::write(format, &record);
         }
     }
 
-    /// Keeps Pingora's error log for real failures; a client that went away is not one.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    /// Keeps Pingora's error log for real failures; a client that went away is not one, nor
+    /// a WebSocket closed for silence.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        (matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed))
+            || websocket_went_idle(session, e)
     }
 }
 
@@ -417,8 +512,27 @@ impl Proxy {
     /// Whether the `retries` budget allows another attempt: `tried` holds the backends that
     /// failed before the current one, so attempts = 1 + retries.
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
-        ctx.tried.len() < self.settings.retries as usize
+        ctx.tried.len() < self.settings.load().retries as usize
     }
+}
+
+/// Whether `e` ended an established WebSocket that stayed silent for `timeouts.websocket_idle`:
+/// the bound doing its job, not a failure of the backend (it must not count toward ejection).
+fn websocket_went_idle(session: &Session, e: &Error) -> bool {
+    session.as_ref().was_upgraded() && matches!(e.etype(), ReadTimedout | WriteTimedout)
+}
+
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1): the only upgrade
+/// Pingora's upstream request policy forwards.
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -587,6 +701,14 @@ mod tests {
             ("Connection", "X-Secret")
         ]));
         assert!(needs(&[("Proxy-Connection", "keep-alive")]));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_count_as_websockets() {
+        assert!(is_websocket(&request(&[("Upgrade", "websocket")])));
+        assert!(is_websocket(&request(&[("Upgrade", "foo, WebSocket")])));
+        assert!(!is_websocket(&request(&[("Upgrade", "h2c")])));
+        assert!(!is_websocket(&request(&[])));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 
 /// A failure to read or write the stored pool; the message names the store and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +36,15 @@ struct StateDoc {
 struct StateBackend {
     url: String,
     weight: u32,
+    /// `"h2"` for an HTTP/2 backend; absent for HTTP/1.1 (and in files written before it
+    /// existed, which therefore load unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<String>,
 }
 
 const STATE_VERSION: u32 = 1;
 
-/// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight"}]}`), replaced
+/// The pool as a JSON file (`{"version": 1, "backends": [{"url", "weight", "protocol"?}]}`), replaced
 /// atomically: temporary file beside it, fsync, rename, fsync of the directory. A crash at any
 /// point leaves either the old or the new file, never a mix. A missing file loads as `None`;
 /// unreadable or invalid content is an error naming the file. The directory must exist (the
@@ -91,10 +95,16 @@ impl PoolStore for FileStore {
                 BackendUrl::parse(&b.url).map_err(|e| self.fail(&format!("backends[{i}]"), e))?;
             let weight = BackendSpec::check_weight("weight", i64::from(b.weight))
                 .map_err(|e| self.fail(&format!("backends[{i}]"), e))?;
+            let protocol = Protocol::for_url(&url, b.protocol.as_deref())
+                .map_err(|e| self.fail(&format!("backends[{i}].protocol"), e))?;
             if specs.iter().any(|s| s.url == url) {
                 return Err(self.fail(&format!("backends[{i}]"), format!("duplicate {url}")));
             }
-            specs.push(BackendSpec { url, weight });
+            specs.push(BackendSpec {
+                url,
+                weight,
+                protocol,
+            });
         }
         Ok(Some(specs))
     }
@@ -107,6 +117,7 @@ impl PoolStore for FileStore {
                 .map(|b| StateBackend {
                     url: b.url.to_string(),
                     weight: b.weight,
+                    protocol: b.is_h2().then(|| b.protocol.name().to_string()),
                 })
                 .collect(),
         };
@@ -153,9 +164,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FileStore::new(dir.path().join("state.json"));
         assert!(store.load().expect("readable").is_none());
+        let mut h2 = spec("https://b.example", 2);
+        h2.protocol = Protocol::H2;
         let pool = vec![
             spec("http://127.0.0.1:1", 1),
             spec("https://a.example:8443", 7),
+            spec("h2c://127.0.0.1:50051", 1),
+            h2,
         ];
         store.save(&pool).expect("saved");
         assert_eq!(store.load().expect("readable"), Some(pool));
@@ -182,10 +197,35 @@ mod tests {
             r#"{"version": 9, "backends": []}"#,
             r#"{"version": 1, "backends": [{"url": "ftp://x:1", "weight": 1}]}"#,
             r#"{"version": 1, "backends": [{"url": "http://x:1", "weight": 0}]}"#,
+            r#"{"version": 1, "backends": [{"url": "http://x:1", "weight": 1, "protocol": "h2"}]}"#,
+            r#"{"version": 1, "backends": [{"url": "https://x:1", "weight": 1, "protocol": "h3"}]}"#,
         ] {
             fs::write(&path, bad).expect("write");
             let e = FileStore::new(&path).load().expect_err(bad).to_string();
             assert!(e.contains(&path.display().to_string()), "{e}");
         }
+    }
+
+    #[test]
+    fn files_without_protocol_load_as_http1_and_h2_is_written_only_for_http2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"version": 1, "backends": [{"url": "https://x:1", "weight": 3}]}"#,
+        )
+        .expect("write");
+        let store = FileStore::new(&path);
+        let loaded = store.load().expect("old format loads").expect("stored");
+        assert_eq!(loaded, vec![spec("https://x:1", 3)]);
+        assert_eq!(loaded[0].protocol, Protocol::Http1);
+
+        let mut h2 = spec("https://y:2", 1);
+        h2.protocol = Protocol::H2;
+        store.save(&[spec("http://x:1", 1), h2]).expect("saved");
+        let doc: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("read")).expect("json");
+        assert!(doc["backends"][0].get("protocol").is_none(), "{doc}");
+        assert_eq!(doc["backends"][1]["protocol"], "h2");
     }
 }

@@ -7,9 +7,10 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::guard::{AdminGuard, Caller};
 use crate::backend::Backend;
 use crate::balancer::PoolError;
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
 
@@ -26,6 +27,10 @@ pub struct AdminRequest {
     pub content_type: Option<String>,
     /// `None` when the body was larger than [`MAX_BODY`].
     pub body: Option<Vec<u8>>,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    /// The local address the client connected to.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 /// A response: status, body and the few headers the API sets.
@@ -59,19 +64,32 @@ impl AdminResponse {
 }
 
 /// What the handlers need. With `token` set, every request but `GET /healthz` needs
-/// `Authorization: Bearer <token>` (compared in constant time), else 401.
+/// `Authorization: Bearer <token>` (compared in constant time), else 401. Every request
+/// first passes the `guard` (its `Host` and, for writes, its `Origin`).
 pub struct AdminApi {
     pub control: std::sync::Arc<Control>,
     pub metrics: std::sync::Arc<Metrics>,
     pub token: Option<String>,
+    pub guard: AdminGuard,
 }
 
 impl AdminApi {
     /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
-    /// 400 (bad JSON, fields or URL), 401, 404 (no such path or backend), 405 (with `Allow`),
-    /// 409 (duplicate), 413 (body over [`MAX_BODY`]), 415 (not JSON), 500 (store failed) or
-    /// 503 (frozen during upgrade or shutdown); a refused change changes nothing.
+    /// 400 (bad JSON, fields or URL), 401, 403 (write from a foreign browser origin), 404 (no
+    /// such path or backend), 405 (with `Allow`), 409 (duplicate), 413 (body over
+    /// [`MAX_BODY`]), 415 (a body that is not said to be JSON), 421 (foreign `Host`), 500
+    /// (store failed) or 503 (frozen during upgrade or shutdown); a refused change changes
+    /// nothing.
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let caller = Caller {
+            method: req.method.clone(),
+            host: req.host.as_deref(),
+            origin: req.origin.as_deref(),
+            local_ip: req.local_ip,
+        };
+        if let Err(refused) = self.guard.check(&caller) {
+            return refused;
+        }
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
         let public = path == "/healthz" && is_read(&req.method);
@@ -116,7 +134,8 @@ impl AdminApi {
     fn status(&self) -> AdminResponse {
         let balancer = self.control.balancer();
         let snap = balancer.snapshot();
-        let active = snap.backends.iter().filter(|b| b.is_ready()).count();
+        let backends = by_url(&snap.backends);
+        let active = backends.iter().filter(|b| b["alive"] == true).count();
         let draining: Vec<Value> = balancer
             .draining()
             .iter()
@@ -125,10 +144,10 @@ impl AdminApi {
         AdminResponse::json(
             200,
             &json!({
-                "total_backends": snap.backends.len(),
+                "total_backends": backends.len(),
                 "active_backends": active,
                 "strategy": balancer.kind().name(),
-                "backends": snap.backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
+                "backends": backends,
                 "draining": draining,
             }),
         )
@@ -136,10 +155,7 @@ impl AdminApi {
 
     fn list(&self) -> AdminResponse {
         let snap = self.control.balancer().snapshot();
-        AdminResponse::json(
-            200,
-            &Value::Array(snap.backends.iter().map(|b| backend_json(b)).collect()),
-        )
+        AdminResponse::json(200, &Value::Array(by_url(&snap.backends)))
     }
 
     async fn add(&self, req: &AdminRequest) -> AdminResponse {
@@ -148,6 +164,7 @@ impl AdminApi {
         struct AddBody {
             url: String,
             weight: Option<i64>,
+            protocol: Option<String>,
         }
         let body = match json_body(req) {
             Ok(Some(b)) => b,
@@ -166,7 +183,19 @@ impl AdminApi {
             Ok(w) => w,
             Err(e) => return AdminResponse::error(400, e),
         };
-        match self.control.add(BackendSpec { url, weight }).await {
+        let protocol = match Protocol::for_url(&url, parsed.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, format!("protocol: {e}")),
+        };
+        match self
+            .control
+            .add(BackendSpec {
+                url,
+                weight,
+                protocol,
+            })
+            .await
+        {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
             Err(e) => control_error(e),
         }
@@ -225,16 +254,23 @@ fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    if let Some(ct) = &req.content_type {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
-            return Err(AdminResponse::error(
-                415,
-                format!("content type {mime:?} is not supported; send application/json"),
-            ));
-        }
+    // A body must say it is JSON: a browser sends a cross-site form or text/plain `POST`
+    // without asking first, but never one marked application/json.
+    let mime = req
+        .content_type
+        .as_deref()
+        .map(|ct| ct.split(';').next().unwrap_or("").trim());
+    match mime {
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(Some(body.clone())),
+        Some(m) => Err(AdminResponse::error(
+            415,
+            format!("content type {m:?} is not supported; send application/json"),
+        )),
+        None => Err(AdminResponse::error(
+            415,
+            "a request body needs Content-Type: application/json",
+        )),
     }
-    Ok(Some(body.clone()))
 }
 
 fn control_error(e: ControlError) -> AdminResponse {
@@ -248,7 +284,49 @@ fn control_error(e: ControlError) -> AdminResponse {
     AdminResponse::error(status, e)
 }
 
-/// One backend as `/status` shows it.
+/// One entry per backend URL, in pool order: a name's endpoints are summed up in one entry
+/// (`alive` when any endpoint is, connections, requests and errors added up) that lists them
+/// under `endpoints` (`address`, `alive`, `current_connections`).
+pub fn by_url(backends: &[std::sync::Arc<Backend>]) -> Vec<Value> {
+    let mut urls: Vec<&crate::config::BackendUrl> = Vec::new();
+    for b in backends {
+        if !urls.contains(&&b.url) {
+            urls.push(&b.url);
+        }
+    }
+    urls.into_iter()
+        .filter_map(|url| {
+            let members: Vec<&std::sync::Arc<Backend>> =
+                backends.iter().filter(|b| &b.url == url).collect();
+            // The entry's health fields come from a ready endpoint when there is one.
+            let lead = members
+                .iter()
+                .find(|b| b.is_ready())
+                .or_else(|| members.first())?;
+            let mut entry = backend_json(lead);
+            let sum = |f: fn(&Backend) -> u64| members.iter().map(|b| f(b)).sum::<u64>();
+            entry["alive"] = json!(members.iter().any(|b| b.is_ready()));
+            entry["current_connections"] = json!(sum(Backend::in_flight));
+            entry["requests"] = json!(sum(Backend::requests));
+            entry["errors"] = json!(sum(Backend::errors));
+            entry["endpoints"] = members
+                .iter()
+                .filter(|b| b.resolved)
+                .map(|b| {
+                    json!({
+                        "address": b.addr.to_string(),
+                        "alive": b.is_ready(),
+                        "current_connections": b.in_flight(),
+                        "health": b.health_state().name(),
+                    })
+                })
+                .collect();
+            Some(entry)
+        })
+        .collect()
+}
+
+/// One backend endpoint as `/status` shows it.
 pub fn backend_json(b: &Backend) -> Value {
     let record = b.health();
     let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -257,6 +335,7 @@ pub fn backend_json(b: &Backend) -> Value {
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
         "weight": b.weight(),
+        "protocol": b.protocol.name(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,

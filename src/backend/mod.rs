@@ -6,12 +6,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::{Instant, SystemTime};
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{BackendSpec, BackendUrl, Timeouts};
+use crate::config::{BackendSpec, BackendUrl, Protocol, Timeouts};
 pub mod clock;
 mod ewma;
 mod health;
@@ -34,7 +36,11 @@ pub struct Thresholds {
     pub slow_start: std::time::Duration,
 }
 
-/// One backend server. Shared by the pool snapshot, leases in flight and the health checker.
+/// One endpoint of a backend: one socket address, with its own health, in-flight count,
+/// probes, ejection and slow-start state. A backend URL with an IP address is one endpoint; a
+/// URL with a host name is one endpoint per address the name resolves to, all sharing the URL
+/// (an endpoint's identity is the pair `(url, addr)`), or one unresolved placeholder while the
+/// name resolves to nothing. Shared by the pool snapshot, leases in flight and the checker.
 ///
 /// Three independent flags decide traffic: `alive` (set by health checks, by the proxy on a
 /// refused connection and by outlier ejection), `enabled` (cleared when an operator removes
@@ -47,10 +53,15 @@ pub struct Backend {
     /// `url` as text, normalised (what `/status` and logs show).
     pub name: String,
     pub addr: SocketAddr,
+    /// `false` for the placeholder of a name that does not resolve: never probed, never ready,
+    /// DOWN with the reason; the DNS refresh replaces it once the name resolves.
+    pub resolved: bool,
     weight: AtomicU32,
+    pub protocol: Protocol,
     /// Opaque, keyed token naming this backend in the sticky cookie.
     pub cookie_token: String,
-    peer: HttpPeer,
+    /// Swapped whole when a reload changes `timeouts`.
+    peer: ArcSwap<HttpPeer>,
     alive: AtomicBool,
     enabled: AtomicBool,
     drained: AtomicBool,
@@ -100,28 +111,17 @@ impl Backend {
         timeouts: &Timeouts,
         cookie_token: String,
     ) -> Backend {
-        let tls = spec.url.is_tls();
-        // Always the URL's host: Pingora skips certificate verification when the SNI is
-        // empty. For an IP address rustls sends no SNI and checks the certificate's IP SAN.
-        let sni = if tls {
-            spec.url.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(addr, tls, sni);
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.total_connection_timeout = Some(timeouts.connect * 2);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
+        let peer = crate::peer::peer_for(spec, addr, timeouts);
         Backend {
             id,
             name: spec.url.to_string(),
             url: spec.url.clone(),
             addr,
+            resolved: true,
             weight: AtomicU32::new(spec.weight),
+            protocol: spec.protocol,
             cookie_token,
-            peer,
+            peer: ArcSwap::from_pointee(peer),
             alive: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
             drained: AtomicBool::new(false),
@@ -147,10 +147,43 @@ impl Backend {
         }
     }
 
+    /// The placeholder of `spec` whose host name does not resolve (`reason` says why): in the
+    /// pool so that `/status` shows it DOWN, never ready, never probed.
+    pub fn unresolved(
+        id: u64,
+        spec: &BackendSpec,
+        timeouts: &Timeouts,
+        cookie_token: String,
+        reason: String,
+    ) -> Backend {
+        let addr = SocketAddr::from(([0, 0, 0, 0], spec.url.port));
+        let mut backend = Backend::new(id, spec, addr, timeouts, cookie_token);
+        backend.resolved = false;
+        backend.enabled.store(false, Ordering::Relaxed);
+        {
+            let mut record = backend.health();
+            record.tracker.force_down();
+            record.reason = Some(reason);
+        }
+        backend
+    }
+
+    /// The URL, and the address when the host is a name: how logs name one endpoint.
+    pub fn label(&self) -> String {
+        if !self.resolved {
+            format!("{} (unresolved)", self.name)
+        } else if self.url.host.parse::<std::net::IpAddr>().is_ok() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.addr)
+        }
+    }
+
     pub fn spec(&self) -> BackendSpec {
         BackendSpec {
             url: self.url.clone(),
             weight: self.weight(),
+            protocol: self.protocol,
         }
     }
 
@@ -222,7 +255,14 @@ impl Backend {
     /// A fresh peer for one request (Pingora takes it boxed).
     #[inline]
     pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.peer.clone())
+        Box::new(HttpPeer::clone(&self.peer.load()))
+    }
+
+    /// Uses `timeouts` for the connections of requests that start from now on (a reload).
+    pub fn set_timeouts(&self, timeouts: &Timeouts) {
+        let mut peer = HttpPeer::clone(&self.peer.load());
+        crate::peer::set_timeouts(&mut peer, timeouts);
+        self.peer.store(Arc::new(peer));
     }
 
     /// The health record; poisoning is recovered, the record stays consistent field by field.

@@ -97,11 +97,11 @@ impl Backend {
         self.set_alive(record.tracker.health() == Health::Up);
         match transition {
             Transition::Down => {
-                warn!("backend {} is DOWN ({reason})", self.name);
+                warn!("backend {} is DOWN ({reason})", self.label());
                 record.reason = Some(reason.to_string());
             }
             Transition::Up => {
-                info!("backend {} is UP", self.name);
+                info!("backend {} is UP", self.label());
                 record.reason = Some(reason.to_string());
                 self.consecutive_errors.store(0, Ordering::Relaxed);
                 self.start_ramp(slow_start);

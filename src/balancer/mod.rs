@@ -58,7 +58,7 @@ pub enum Plan {
     Cookie { tokens: HashMap<String, usize> },
 }
 
-/// The pool as one request sees it: backends in order, and the strategy's plan.
+/// The pool as one request sees it: backends in order, the strategy and its plan.
 pub struct Snapshot {
     /// Every backend in the pool, in the order they were added.
     pub backends: Vec<Arc<Backend>>,
@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub ready: Vec<usize>,
     /// Derived from `backends` and their health.
     pub plan: Plan,
+    /// The strategy that made `plan`: swapped with it (a reload), so that a pick never meets a
+    /// plan made by another strategy.
+    pub strategy: Arc<dyn Strategy>,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
@@ -124,13 +127,14 @@ pub trait LoadBalancer: Send + Sync {
 /// Portico's load balancer over its own pool state.
 pub struct Balancer {
     snapshot: ArcSwap<Snapshot>,
-    strategy: Box<dyn Strategy>,
     /// Serialises writers (membership changes and re-plans); readers never take it.
     write: Mutex<()>,
     /// Removed backends that still have requests in flight.
     draining: Mutex<Vec<Arc<Backend>>>,
-    thresholds: Thresholds,
-    outlier: OutlierDetection,
+    /// Swapped whole by a reload (`health_check.rise`/`fall`, `slow_start`).
+    thresholds: ArcSwap<Thresholds>,
+    /// Swapped whole by a reload (`outlier_detection`).
+    outlier: ArcSwap<OutlierDetection>,
     /// Serialises ejections, so two at once cannot both pass the floor check.
     ejecting: Mutex<()>,
     /// When the last "floor reached" warning was logged ([`now_ns`]).
@@ -148,16 +152,16 @@ impl Balancer {
                 backends: Vec::new(),
                 ready: Vec::new(),
                 plan: strategy.plan(&[]),
+                strategy: Arc::from(strategy),
             }),
-            strategy,
             write: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
-            thresholds: Thresholds {
+            thresholds: ArcSwap::from_pointee(Thresholds {
                 rise,
                 fall,
                 slow_start: Duration::ZERO,
-            },
-            outlier: OutlierDetection::default(),
+            }),
+            outlier: ArcSwap::from_pointee(OutlierDetection::default()),
             ejecting: Mutex::new(()),
             floor_warned_ns: AtomicU64::new(0),
             replanner: AtomicBool::new(false),
@@ -166,15 +170,60 @@ impl Balancer {
     }
 
     /// Sets outlier detection and slow start (both off the request path's hot loop).
-    pub fn with_resilience(mut self, outlier: OutlierDetection, slow_start: Duration) -> Balancer {
-        self.outlier = outlier;
-        self.thresholds.slow_start = slow_start;
+    pub fn with_resilience(self, outlier: OutlierDetection, slow_start: Duration) -> Balancer {
+        self.set_resilience(outlier, slow_start);
         self
+    }
+
+    /// Replaces outlier detection and slow start for what happens from now on (a reload).
+    pub fn set_resilience(&self, outlier: OutlierDetection, slow_start: Duration) {
+        self.outlier.store(Arc::new(outlier));
+        let mut t = **self.thresholds.load();
+        t.slow_start = slow_start;
+        self.thresholds.store(Arc::new(t));
+    }
+
+    /// Replaces the rise/fall thresholds for the next observations (a reload).
+    pub fn set_rise_fall(&self, rise: u32, fall: u32) {
+        let mut t = **self.thresholds.load();
+        t.rise = rise;
+        t.fall = fall;
+        self.thresholds.store(Arc::new(t));
+    }
+
+    /// Replaces the strategy (a reload): the next pick uses the new one, with a plan it made;
+    /// picks under way finish with the old one.
+    pub fn set_strategy(&self, strategy: Box<dyn Strategy>) {
+        let _w = lock(&self.write);
+        let backends = self.snapshot.load().backends.clone();
+        self.publish_with(backends, Arc::from(strategy));
+    }
+
+    /// Changes membership in one step (one new snapshot): backends whose id is in `remove`
+    /// leave (as [`LoadBalancer::remove_backend`] does: no new request, their requests in
+    /// flight finish), `add` join. For a reload that changes weights and for DNS refreshes, so
+    /// that no pick ever sees a backend missing between its removal and its replacement.
+    pub fn swap_members(&self, remove: &[u64], add: Vec<Arc<Backend>>) {
+        let _w = lock(&self.write);
+        let current = self.snapshot.load();
+        let (gone, mut next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| remove.contains(&b.id));
+        next.extend(add);
+        self.publish(next);
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
+        }
     }
 
     /// The slow-start ramp length.
     pub fn slow_start(&self) -> Duration {
-        self.thresholds.slow_start
+        self.thresholds.load().slow_start
     }
 
     /// Feeds a probe result, stamped with [`Backend::probe_stamp`] taken when the probe
@@ -185,7 +234,7 @@ impl Balancer {
         stamp: u64,
         seen: Observation,
     ) -> Option<Transition> {
-        let transition = backend.observe(&seen, Some(stamp), &self.thresholds)?;
+        let transition = backend.observe(&seen, Some(stamp), &self.thresholds.load())?;
         self.replan_if_member(backend);
         Some(transition)
     }
@@ -200,13 +249,14 @@ impl Balancer {
     /// refusal): counts toward outlier ejection, which happens here once the limit is reached
     /// unless the floor (`max_ejection_percent`) forbids it.
     pub fn report_failure(&self, backend: &Backend) {
-        if !backend.record_failure(self.outlier.consecutive_errors) {
+        let outlier = self.outlier.load();
+        if !backend.record_failure(outlier.consecutive_errors) {
             return;
         }
         let _one_at_a_time = lock(&self.ejecting);
         let snap = self.snapshot.load();
         let ejected = snap.backends.iter().filter(|b| b.is_ejected()).count();
-        if ejected >= self.outlier.max_ejected(snap.backends.len()) {
+        if ejected >= outlier.max_ejected(snap.backends.len()) {
             let now = now_ns();
             let last = self.floor_warned_ns.load(Ordering::Relaxed);
             if last == 0 || now.saturating_sub(last) >= ns(FLOOR_WARNING_PERIOD) {
@@ -216,13 +266,13 @@ impl Balancer {
                     backend.name,
                     backend.consecutive_errors(),
                     snap.backends.len(),
-                    self.outlier.max_ejection_percent
+                    outlier.max_ejection_percent
                 );
             }
             return;
         }
         drop(snap);
-        if backend.eject(&self.outlier).is_some() {
+        if backend.eject(&outlier).is_some() {
             self.replan_if_member(backend);
         }
     }
@@ -243,9 +293,9 @@ impl Balancer {
         }
     }
 
-    /// The configured strategy.
+    /// The strategy in force.
     pub fn kind(&self) -> StrategyKind {
-        self.strategy.kind()
+        self.snapshot.load().strategy.kind()
     }
 
     /// The current pool (cheap: one reference count).
@@ -283,7 +333,12 @@ impl Balancer {
     }
 
     fn publish(&self, backends: Vec<Arc<Backend>>) {
-        let plan = self.strategy.plan(&backends);
+        let strategy = self.snapshot.load().strategy.clone();
+        self.publish_with(backends, strategy);
+    }
+
+    fn publish_with(&self, backends: Vec<Arc<Backend>>, strategy: Arc<dyn Strategy>) {
+        let plan = strategy.plan(&backends);
         let ready = (0..backends.len())
             .filter(|&i| backends[i].is_ready())
             .collect();
@@ -291,6 +346,7 @@ impl Balancer {
             backends,
             ready,
             plan,
+            strategy,
         }));
     }
 
@@ -310,14 +366,19 @@ impl LoadBalancer for Balancer {
     #[inline]
     fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease> {
         let snap = self.snapshot.load();
-        let index = self.strategy.pick(&snap, key, tried)?;
+        let index = snap.strategy.pick(&snap, key, tried)?;
         snap.backends.get(index).map(|b| Lease::new(b.clone()))
     }
 
     fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        if current.backends.iter().any(|b| b.url == backend.url) {
+        // One URL may have several endpoints (a name with several addresses).
+        if current
+            .backends
+            .iter()
+            .any(|b| b.url == backend.url && b.addr == backend.addr)
+        {
             return Err(PoolError::Duplicate(backend.name.clone()));
         }
         let mut next = current.backends.clone();
@@ -329,21 +390,27 @@ impl LoadBalancer for Balancer {
     fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        let Some(pos) = current.backends.iter().position(|b| &b.url == url) else {
+        // Every endpoint of the URL leaves; the first one is returned.
+        let (gone, next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| &b.url == url);
+        let Some(first) = gone.first().cloned() else {
             return Err(PoolError::NotFound(url.to_string()));
         };
-        let mut next = current.backends.clone();
-        let removed = next.remove(pos);
-        removed.disable();
         self.publish(next);
-        if removed.in_flight() > 0 {
-            lock(&self.draining).push(removed.clone());
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
         }
-        Ok(removed)
+        Ok(first)
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
-        let transition = backend.observe(&seen, None, &self.thresholds)?;
+        let transition = backend.observe(&seen, None, &self.thresholds.load())?;
         self.replan_if_member(backend);
         Some(transition)
     }
@@ -360,10 +427,12 @@ pub(crate) mod testing {
         let spec = BackendSpec {
             url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
             weight,
+            protocol: Default::default(),
         };
         let timeouts = Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
+            websocket_idle: Duration::from_secs(1),
         };
         let addr = ([127, 0, 0, 1], port).into();
         let token = cookie_token(b"test", &spec.url.to_string());

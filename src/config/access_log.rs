@@ -39,6 +39,16 @@ impl AccessLogFormat {
     }
 }
 
+/// As `portico -T` prints it: `false`, or the format's name (both read back the same).
+impl From<AccessLogFormat> for Value {
+    fn from(format: AccessLogFormat) -> Value {
+        match format {
+            AccessLogFormat::Off => Value::Bool(false),
+            other => Value::String(other.name().to_string()),
+        }
+    }
+}
+
 /// `access_log` as written: a boolean (`true` means `text`) or a format name. Default `text`.
 pub(crate) fn access_log(raw: Option<&Value>) -> Result<AccessLogFormat, ConfigError> {
     let format = match raw {
@@ -86,6 +96,18 @@ mod tests {
         assert_eq!(parse("text"), Ok(AccessLogFormat::Text));
         assert_eq!(parse("json"), Ok(AccessLogFormat::Json));
         assert_eq!(parse("combined"), Ok(AccessLogFormat::Combined));
+    }
+
+    #[test]
+    fn the_effective_value_reads_back_the_same() {
+        for f in [
+            AccessLogFormat::Off,
+            AccessLogFormat::Text,
+            AccessLogFormat::Json,
+            AccessLogFormat::Combined,
+        ] {
+            assert_eq!(access_log(Some(&Value::from(f))), Ok(f));
+        }
     }
 
     #[test]

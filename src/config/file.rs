@@ -21,6 +21,10 @@ pub const PORTICO_KEYS: &[&str] = &[
     "sticky_secret",
     "access_log",
     "retries",
+    "client_timeouts",
+    "limits",
+    "max_connections",
+    "dns",
     "outlier_detection",
     "slow_start",
 ];
@@ -45,6 +49,10 @@ pub struct FileConfig {
     pub sticky_secret: Option<String>,
     pub access_log: Option<Value>,
     pub retries: Option<i64>,
+    pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
+    pub limits: Option<super::limits::FileLimits>,
+    pub max_connections: Option<i64>,
+    pub dns: Option<super::dns::FileDns>,
     pub outlier_detection: Option<FileOutlier>,
     pub slow_start: Option<RawDuration>,
 }
@@ -65,6 +73,7 @@ pub struct FileHealthCheck {
     pub timeout: Option<RawDuration>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub grpc: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +81,7 @@ pub struct FileHealthCheck {
 pub struct FileTimeouts {
     pub connect: Option<RawDuration>,
     pub read: Option<RawDuration>,
+    pub websocket_idle: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +89,7 @@ pub struct FileTimeouts {
 pub struct FileAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

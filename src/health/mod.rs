@@ -2,6 +2,7 @@
 //! probe result does to a backend (rise/fall, ejection) lives in [`crate::backend`].
 
 pub mod checker;
+pub mod grpc;
 pub mod probe;
 
 pub use checker::HealthChecker;

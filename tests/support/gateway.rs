@@ -22,11 +22,15 @@ pub struct GatewayBuilder {
     pub backends: Vec<(String, u32)>,
     pub health_frequency: String,
     pub health_path: Option<String>,
+    /// `health_check.grpc`: HTTP/2 backends get the gRPC health check.
+    pub health_grpc: bool,
     pub health_timeout: String,
     pub rise: u32,
     pub fall: u32,
     pub connect_timeout: String,
     pub read_timeout: String,
+    /// `timeouts.websocket_idle`; `None` leaves Portico's default.
+    pub websocket_idle: Option<String>,
     pub grace_period: u64,
     pub token: Option<String>,
     pub state_file: Option<PathBuf>,
@@ -46,11 +50,13 @@ impl Default for GatewayBuilder {
             backends: Vec::new(),
             health_frequency: "300ms".into(),
             health_path: Some("/health".into()),
+            health_grpc: false,
             health_timeout: "500ms".into(),
             rise: 1,
             fall: 1,
             connect_timeout: "1s".into(),
             read_timeout: "5s".into(),
+            websocket_idle: None,
             grace_period: 3,
             token: None,
             state_file: None,
@@ -95,6 +101,9 @@ impl GatewayBuilder {
         if let Some(p) = &self.health_path {
             y += &format!("  path: {p}\n");
         }
+        if self.health_grpc {
+            y += "  grpc: true\n";
+        }
         y += &format!(
             "  timeout: {}\n  rise: {}\n  fall: {}\n",
             self.health_timeout, self.rise, self.fall
@@ -103,6 +112,9 @@ impl GatewayBuilder {
             "timeouts:\n  connect: {}\n  read: {}\n",
             self.connect_timeout, self.read_timeout
         );
+        if let Some(idle) = &self.websocket_idle {
+            y += &format!("  websocket_idle: {idle}\n");
+        }
         y += &format!("admin:\n  listen: \"127.0.0.1:{admin_port}\"\n");
         if let Some(t) = &self.token {
             y += &format!("  token: {t}\n");

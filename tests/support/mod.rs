@@ -3,8 +3,10 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod closing;
+pub mod dns;
 pub mod gateway;
 pub mod origin;
+pub mod recording;
 
 pub use closing::{Closing, ClosingOrigin};
 pub use gateway::{Gateway, GatewayBuilder};

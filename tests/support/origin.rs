@@ -54,9 +54,12 @@ impl Origin {
 
     /// Starts an origin on `port`, e.g. to restart one that was stopped.
     pub async fn start_on(name: &str, port: u16) -> Origin {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind origin");
+        Self::start_at(name, std::net::Ipv4Addr::LOCALHOST, port).await
+    }
+
+    /// Starts an origin on `ip:port` (another loopback address, e.g. 127.0.0.2, on Linux).
+    pub async fn start_at(name: &str, ip: std::net::Ipv4Addr, port: u16) -> Origin {
+        let listener = TcpListener::bind((ip, port)).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(OriginState::default());
         state.health_status.store(200, Ordering::SeqCst);
