@@ -33,20 +33,20 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use log::info;
 use pingora::server::configuration::Opt;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
 use crate::balancer::{strategy, Balancer, Replanner};
 use crate::client_policy::ClientPolicy;
-use crate::config::{BackendSpec, Config};
+use crate::config::Config;
 use crate::connection_limit::{ConnectionCounter, ConnectionLimit};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxySettings, SharedSettings};
-use crate::store::{FileStore, PoolStore};
+use crate::store::{Entry, EtcdStore, FileStore, Loaded, Store, StoredPool};
 
 /// A start-up failure, with what failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -74,27 +74,78 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
-/// Loads the stored pool (if any), resolves every backend and checks TLS files: everything
-/// `portico -t` checks. Binds nothing.
+/// Loads the pool from its store (without writing anything: an empty etcd prefix is not
+/// seeded), resolves every backend and checks TLS files: everything `portico -t` checks.
+/// Binds nothing.
 pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
-    let store: Option<Box<dyn PoolStore>> = config
+    prepare_with(config, false)
+}
+
+/// The store the configuration names: etcd (with `state_file` as its local cache), else the
+/// state file, else none (the pool lives in memory only).
+fn open_store(config: &Config) -> Option<Arc<dyn Store>> {
+    let file = config
         .state_file
         .as_ref()
-        .map(|p| Box::new(FileStore::new(p)) as Box<dyn PoolStore>);
-    let specs: Vec<BackendSpec> = match &store {
-        None => config.backends.clone(),
-        Some(store) => match store.load().map_err(|e| BuildError(e.to_string()))? {
-            Some(specs) => {
-                info!(
-                    "{}: {} backends (the state file wins over `backends` in the configuration)",
-                    store.describe(),
-                    specs.len()
-                );
-                specs
-            }
-            None => config.backends.clone(),
-        },
+        .map(|p| FileStore::new(p).with_initial(config.backends.clone()));
+    match (&config.store.etcd, file) {
+        (Some(etcd), cache) => Some(Arc::new(EtcdStore::new(etcd.clone(), cache))),
+        (None, Some(file)) => Some(Arc::new(file)),
+        (None, None) => None,
+    }
+}
+
+/// Where the process's pool comes from: its store (seeding an empty etcd prefix from
+/// `backends` when `seed`), else the configuration. Runs the store's client on a runtime of
+/// its own, on a thread of its own (Pingora's runtimes do not exist yet, and a caller may be
+/// inside a runtime), and drops its connections afterwards: they belong to that runtime.
+fn load_pool(
+    config: &Config,
+    store: Option<&Arc<dyn Store>>,
+    seed: bool,
+) -> Result<Loaded, BuildError> {
+    let Some(store) = store else {
+        return Ok(Loaded {
+            pool: StoredPool {
+                revision: 0,
+                backends: config
+                    .backends
+                    .iter()
+                    .map(|spec| Entry {
+                        spec: spec.clone(),
+                        revision: 0,
+                    })
+                    .collect(),
+            },
+            origin: "the configuration's `backends`".into(),
+            synced: true,
+        });
     };
+    let loaded = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| BuildError(format!("cannot start a runtime: {e}")))?;
+                let loaded = runtime.block_on(store.bootstrap(&config.backends, seed));
+                store.disconnect();
+                loaded.map_err(|e| BuildError(e.to_string()))
+            })
+            .join()
+            .map_err(|_| BuildError("loading the pool failed".into()))?
+    })?;
+    info!(
+        "pool: {} backends from {}",
+        loaded.pool.backends.len(),
+        loaded.origin
+    );
+    Ok(loaded)
+}
+
+fn prepare_with(config: Config, seed: bool) -> Result<Prepared, BuildError> {
+    let store = open_store(&config);
+    let loaded = load_pool(&config, store.as_ref(), seed)?;
     if let Some(tls) = &config.tls {
         tls::tls_settings(tls)?;
     }
@@ -120,6 +171,7 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
         config.timeouts.clone(),
         cookie_key,
     ));
+    let specs = loaded.pool.specs();
     // Host names are looked up now, all at once; one that does not resolve is no reason to
     // refuse to start: its backend starts DOWN and the DNS refresh retries it.
     let names: Vec<String> = specs
@@ -144,7 +196,7 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
     }
     control.set_resolver(dns::Resolver::new(&config.dns));
     control
-        .seed(&specs, &answers)
+        .start(&loaded, &answers)
         .map_err(|e| BuildError(format!("backends: {e}")))?;
     let metrics =
         Arc::new(Metrics::new(balancer.clone()).map_err(|e| BuildError(format!("metrics: {e}")))?);
@@ -158,11 +210,13 @@ pub fn prepare(config: Config) -> Result<Prepared, BuildError> {
     })
 }
 
-/// Builds the Pingora server: health checker, proxy (HTTP and optional TLS), admin API,
-/// lifecycle watcher and, with `--demo`, the demo origins. The proxy starts taking traffic
-/// only after the health checker's first round.
-pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
-    let mut p = prepare(config)?;
+/// Builds the Pingora server: health checker, store watch, proxy (HTTP and optional TLS),
+/// admin API, lifecycle watcher and, with `--demo`, the demo origins. The proxy starts taking
+/// traffic only after the health checker's first round. Returns the server and the arguments
+/// to run it with: their signal watch begins a graceful upgrade's hand-over (no admin change
+/// acknowledged from then on) before Pingora sends the listening sockets.
+pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), BuildError> {
+    let mut p = prepare_with(config, true)?;
     for w in &p.warnings {
         log::warn!("{w}");
     }
@@ -213,12 +267,16 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     // in the daemon, so the old process is asked to hand over only once this one is ready.
     let boot = server.bootstrap_as_a_service();
     boot.add_dependency(&health);
-    // With `-u` the old process took admin changes until it handed its sockets over: reload
-    // the stored pool before serving.
     if opts.upgrade {
         for origin in &demo_origins {
             origin.add_dependency(&boot);
         }
+    }
+    // With `-u` the old process took admin changes until it handed its sockets over: reload
+    // the stored pool before serving.
+    if p.control.store().is_some() {
+        let watch = control::StoreWatch::new(p.control.clone());
+        server.add_service(background_service("store watch", watch));
     }
     let boot = if opts.upgrade {
         let resync = control::StoreResync::new(p.control.clone());
@@ -240,7 +298,13 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let http_proxy = |tls: bool, h2c: bool| {
         let mut proxy = pingora::proxy::http_proxy(
             &server_conf,
-            Proxy::new(p.balancer.clone(), p.metrics.clone(), settings.clone(), tls),
+            Proxy::new(
+                p.balancer.clone(),
+                p.metrics.clone(),
+                settings.clone(),
+                tls,
+                p.control.phase_cell(),
+            ),
         );
         let mut options = server_options(&policy);
         options.h2c = h2c;
@@ -305,7 +369,10 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
     server.add_service(background_service("lifecycle", lifecycle));
 
-    Ok(server)
+    let run_args = RunArgs {
+        shutdown_signal: Box::new(lifecycle::HandOverSignals::new(p.control.clone())),
+    };
+    Ok((server, run_args))
 }
 
 /// Pingora's per-listener HTTP options: the request-header limits of `policy`.

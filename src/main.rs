@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pingora::server::RunArgs;
 use portico::cli::{Cli, Command};
 use portico::config::{Config, DEFAULT_CONFIG_PATH};
 use portico::{lifecycle, logging, RunOptions};
@@ -53,7 +52,7 @@ fn main() -> ExitCode {
         demo: cli.demo,
         config_path: (!built_in).then(|| path.clone()),
     };
-    let server = match portico::build(config, opts) {
+    let (server, run_args) = match portico::build(config, opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("portico: {e}");
@@ -61,7 +60,7 @@ fn main() -> ExitCode {
         }
     };
     let pid_file = PathBuf::from(&server.configuration.pid_file);
-    server.run(RunArgs::default());
+    server.run(run_args);
     lifecycle::remove_own_pid_file(&pid_file);
     ExitCode::SUCCESS
 }

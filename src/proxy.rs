@@ -23,6 +23,7 @@ use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
 use crate::client_policy::{single_content_length, ClientPolicy};
 use crate::config::{format_duration, AccessLogFormat, StrategyKind};
+use crate::control::{Phase, PhaseCell};
 use crate::grpc_reply;
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
@@ -63,6 +64,8 @@ pub struct Proxy {
     settings: SharedSettings,
     /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
     tls: bool,
+    /// The process's phase (owned by `Control`, set by the lifecycle code).
+    phase: Arc<PhaseCell>,
 }
 
 impl Proxy {
@@ -71,8 +74,10 @@ impl Proxy {
         metrics: Arc<Metrics>,
         settings: SharedSettings,
         tls: bool,
+        phase: Arc<PhaseCell>,
     ) -> Proxy {
         Proxy {
+            phase,
             balancer,
             metrics,
             settings,
@@ -195,7 +200,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if crate::lifecycle::handing_over() {
+        if self.phase.get() == Phase::HandingOver {
             session.set_keepalive(None);
         }
         if let Some(previous) = ctx.lease.take() {

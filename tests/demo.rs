@@ -9,7 +9,7 @@
 mod support;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::gateway::BIN;
@@ -53,7 +53,7 @@ fn demo_config(dir: &std::path::Path, port: u16, admin_port: u16, demo: [u16; 3]
     out
 }
 
-/// `portico -c config --demo` with the demo origins on `demo`, output to a log in `dir`.
+/// `portico -c config --demo` with the demo origins on `demo`.
 fn spawn_demo(
     dir: tempfile::TempDir,
     config: std::path::PathBuf,
@@ -61,27 +61,16 @@ fn spawn_demo(
     admin_port: u16,
     demo: [u16; 3],
 ) -> Gateway {
-    let log_path = dir.path().join("portico.log");
-    let log = fs::File::create(&log_path).expect("log file");
     let ports = demo.map(|p| p.to_string()).join(",");
-    let child = Command::new(BIN)
-        .arg("-c")
-        .arg(&config)
-        .arg("--demo")
-        .env("RUST_LOG", "info")
-        .env("PORTICO_DEMO_PORTS", ports)
-        .stdout(Stdio::from(log.try_clone().expect("dup log")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn portico");
-    Gateway {
+    Gateway::spawn_with_env(
         dir,
         config,
         port,
         admin_port,
-        child,
-        log_path,
-    }
+        &["--demo".to_string()],
+        Some("info"),
+        &[("PORTICO_DEMO_PORTS".to_string(), ports)],
+    )
 }
 
 #[tokio::test]

@@ -76,10 +76,10 @@ pub struct AdminApi {
 impl AdminApi {
     /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
     /// 400 (bad JSON, fields or URL), 401, 403 (write from a foreign browser origin), 404 (no
-    /// such path or backend), 405 (with `Allow`), 409 (duplicate), 413 (body over
-    /// [`MAX_BODY`]), 415 (a body that is not said to be JSON), 421 (foreign `Host`), 500
-    /// (store failed) or 503 (frozen during upgrade or shutdown); a refused change changes
-    /// nothing.
+    /// such path or backend), 405 (with `Allow`), 409 (duplicate, or changed concurrently), 413
+    /// (body over [`MAX_BODY`]), 415 (a body that is not said to be JSON), 421 (foreign
+    /// `Host`), 500 (the store failed the write; the message says whether the change was made)
+    /// or 503 (store unavailable, or frozen during upgrade or shutdown: nothing changed).
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
         let caller = Caller {
             method: req.method.clone(),
@@ -149,6 +149,7 @@ impl AdminApi {
                 "strategy": balancer.kind().name(),
                 "backends": backends,
                 "draining": draining,
+                "store": self.control.store_status(),
             }),
         )
     }
@@ -278,8 +279,9 @@ fn control_error(e: ControlError) -> AdminResponse {
         ControlError::Pool(PoolError::Duplicate(_)) => 409,
         ControlError::Pool(PoolError::NotFound(_)) => 404,
         ControlError::Invalid(_) => 400,
+        ControlError::Conflict(_) => 409,
         ControlError::Store(_) => 500,
-        ControlError::Frozen => 503,
+        ControlError::Unavailable(_) | ControlError::Frozen => 503,
     };
     AdminResponse::error(status, e)
 }

@@ -45,7 +45,11 @@ impl Ring {
                 points.push((u64::from_le_bytes(head), i as u32));
             }
         }
-        points.sort_unstable();
+        // Ties (equal hashes) go by URL, not by position: instances that added the same
+        // backends in another order still build the same ring.
+        points.sort_unstable_by(|a, b| {
+            (a.0, &backends[a.1 as usize].name).cmp(&(b.0, &backends[b.1 as usize].name))
+        });
         Ring { points }
     }
 
@@ -155,6 +159,31 @@ mod tests {
             .expect("ready")
             .backend()
             .id
+    }
+
+    #[test]
+    fn instances_that_added_backends_in_another_order_agree() {
+        // Different insertion orders and process-local ids, as on two instances of a fleet.
+        let a = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        let b = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        for (id, port) in [(0, 10_000), (1, 10_001), (2, 10_002), (3, 10_003)] {
+            a.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        for (id, port) in [(7, 10_002), (8, 10_000), (9, 10_003), (5, 10_001)] {
+            b.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        let url = |lb: &Balancer, i: u32| {
+            lb.next_valid_peer(&client(i), &Tried::default())
+                .expect("ready")
+                .backend()
+                .name
+                .clone()
+        };
+        for i in 0..1000 {
+            assert_eq!(url(&a, i), url(&b, i), "client {i}");
+        }
     }
 
     #[test]

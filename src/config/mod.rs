@@ -20,6 +20,7 @@ mod parse;
 mod resilience;
 mod sections;
 mod size;
+mod store;
 mod strategy;
 mod validate;
 
@@ -33,6 +34,7 @@ pub use error::ConfigError;
 pub use limits::Limits;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
 pub use size::{format_size, parse_size};
+pub use store::{EtcdConfig, StoreConfig, DEFAULT_ETCD_TIMEOUT};
 pub use strategy::StrategyKind;
 
 use std::net::SocketAddr;
@@ -64,6 +66,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub admin: AdminConfig,
     pub state_file: Option<PathBuf>,
+    pub store: StoreConfig,
     pub tls: Option<TlsConfig>,
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,

@@ -288,6 +288,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
     );
     let limits = errors.or(super::limits::limits(raw.limits), Default::default());
     let max_connections = errors.or(super::connections::max_connections(raw.max_connections), 1);
+    let store = errors.or(super::store::validate_store(raw.store), Default::default());
     let dns = super::dns::validate_dns(raw.dns).unwrap_or_else(|e| {
         errors.0.extend(e);
         Default::default()
@@ -305,6 +306,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         timeouts,
         admin,
         state_file: raw.state_file.map(PathBuf::from),
+        store,
         tls,
         sticky_cookie,
         sticky_secret: raw.sticky_secret,

@@ -1,14 +1,20 @@
 //! Test support shared by the integration suites: origin servers on ports of their own, a
-//! launcher for the real `portico` binary with a temporary configuration, and `eventually`.
+//! launcher for the real `portico` binary with a temporary configuration, a real `etcd`,
+//! `eventually`, calls to the admin API (`admin_api`) and a Prometheus text parser
+//! (`prometheus`).
 #![allow(dead_code, unused_imports)]
 
+pub mod admin_api;
 pub mod closing;
 pub mod dns;
+pub mod etcd;
 pub mod gateway;
 pub mod origin;
+pub mod prometheus;
 pub mod recording;
 
 pub use closing::{Closing, ClosingOrigin};
+pub use etcd::Etcd;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};
 
@@ -82,4 +88,16 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// Which origin answered a proxied request (the origins send `x-origin: <name>`).
+pub async fn proxied(http: &reqwest::Client, gw: &Gateway) -> (reqwest::StatusCode, String) {
+    let resp = http.get(gw.url("/")).send().await.expect("proxied request");
+    let origin = resp
+        .headers()
+        .get("x-origin")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (resp.status(), origin)
 }
