@@ -2,7 +2,9 @@
 //! [`config::Config`] into a Pingora `Server`; `main.rs` and the tests share that seam.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod backend;
 pub mod balancer;
 pub mod cli;
@@ -244,11 +246,32 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
     let checker = HealthChecker::new(p.balancer.clone(), p.prober.clone(), conf.health.interval);
     let health_interval = checker.interval_handle();
     let health = server.add_service(background_service("health checker", checker));
+    let demo_origins: Vec<_> = if opts.demo {
+        demo::services(demo::ports().map_err(BuildError)?)
+            .into_iter()
+            .map(|origin| server.add_service(origin))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Fresh start: the demo origins listen before the first health round (each is ready
+    // once its socket accepts), so the demo answers from its first request. Upgrade: their
+    // sockets come from the old process, so they wait for the hand-over (below).
+    if !opts.upgrade {
+        for origin in &demo_origins {
+            health.add_dependency(origin);
+        }
+    }
     // Bootstrap (with `-u`: receive the listening sockets; with `-d` and
     // `daemon_wait_for_ready`: release the waiting parent) runs after the first health round,
     // in the daemon, so the old process is asked to hand over only once this one is ready.
     let boot = server.bootstrap_as_a_service();
     boot.add_dependency(&health);
+    if opts.upgrade {
+        for origin in &demo_origins {
+            origin.add_dependency(&boot);
+        }
+    }
     // With `-u` the old process took admin changes until it handed its sockets over: reload
     // the stored pool before serving.
     if p.control.store().is_some() {
@@ -346,16 +369,6 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
     let lifecycle = lifecycle::Lifecycle::new(p.control.clone(), phases, pid_file);
     server.add_service(background_service("lifecycle", lifecycle));
 
-    if opts.demo {
-        for origin in demo::services() {
-            let handle = server.add_service(origin);
-            // Fresh start: the demo origins must be up for the first health round. Upgrade:
-            // their sockets come from the old process, so they wait for the hand-over.
-            if opts.upgrade {
-                handle.add_dependency(&boot);
-            }
-        }
-    }
     let run_args = RunArgs {
         shutdown_signal: Box::new(lifecycle::HandOverSignals::new(p.control.clone())),
     };
@@ -393,7 +406,7 @@ fn check_listeners_free(conf: &Config, demo: bool) -> Result<(), BuildError> {
         addrs.push(("tls.listen", tls.listen));
     }
     if demo {
-        for port in demo::DEMO_PORTS {
+        for port in demo::ports().map_err(BuildError)? {
             addrs.push(("--demo", std::net::SocketAddr::from(([127, 0, 0, 1], port))));
         }
     }

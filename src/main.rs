@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use portico::cli::Cli;
+use portico::cli::{Cli, Command};
 use portico::config::{Config, DEFAULT_CONFIG_PATH};
 use portico::{lifecycle, logging, RunOptions};
 
@@ -16,6 +16,9 @@ const DEMO_CONFIG: &str = include_str!("../conf/portico.yaml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Admin(args)) = &cli.command {
+        return portico::admin_client::run(args);
+    }
     logging::init();
     let path = cli
         .conf

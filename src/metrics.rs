@@ -1,16 +1,21 @@
-//! Prometheus metrics: request totals by status class and a latency histogram (updated on the
-//! request path with atomics only), plus per-backend series read from the pool at scrape time.
+//! Prometheus metrics: request totals by status class and latency histograms, overall and per
+//! backend (updated on the request path with atomics only), per-backend series read from the
+//! pool at scrape time, the build and the process (CPU, memory, file descriptors).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::backend::Backend;
 use crate::balancer::Balancer;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -23,6 +28,86 @@ pub struct Metrics {
     registry: Registry,
     by_class: [IntCounter; 6],
     latency: Histogram,
+    backend_latency: BackendLatency,
+}
+
+/// `portico_backend_request_duration_seconds{backend}`. The request path looks a backend's
+/// histogram up by backend id in an immutable map (one atomic load, no lock); only a backend's
+/// first request goes through the `HistogramVec`'s locked label map and copies the map.
+/// Scrapes drop the series of backends that left the pool, as the other per-backend series
+/// (read from the pool) disappear with them.
+struct BackendLatency {
+    vec: HistogramVec,
+    by_id: ArcSwap<HashMap<u64, Histogram>>,
+    balancer: Arc<Balancer>,
+}
+
+impl BackendLatency {
+    fn new(balancer: Arc<Balancer>) -> Result<Self, prometheus::Error> {
+        let vec = HistogramVec::new(
+            HistogramOpts::new(
+                "portico_backend_request_duration_seconds",
+                "Time from request to end of response, by the backend that answered",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend"],
+        )?;
+        Ok(BackendLatency {
+            vec,
+            by_id: ArcSwap::from_pointee(HashMap::new()),
+            balancer,
+        })
+    }
+
+    fn observe(&self, backend: &Backend, seconds: f64) {
+        if let Some(h) = self.by_id.load().get(&backend.id) {
+            h.observe(seconds);
+            return;
+        }
+        let h = self.vec.with_label_values(&[backend.name.as_str()]);
+        h.observe(seconds);
+        self.by_id.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(backend.id, h.clone());
+            map
+        });
+    }
+
+    /// Forgets backends no longer in the pool nor draining. A request still finishing on one
+    /// after this re-creates its series until the next scrape: harmless.
+    fn prune(&self) {
+        let snap = self.balancer.snapshot();
+        let draining = self.balancer.draining();
+        let live: Vec<(u64, &str)> = snap
+            .backends
+            .iter()
+            .chain(draining.iter())
+            .map(|b| (b.id, b.name.as_str()))
+            .collect();
+        if self
+            .by_id
+            .load()
+            .keys()
+            .all(|id| live.iter().any(|(l, _)| l == id))
+        {
+            return;
+        }
+        self.by_id.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.retain(|id, _| live.iter().any(|(l, _)| l == id));
+            map
+        });
+        for family in self.vec.collect() {
+            for metric in family.get_metric() {
+                for label in metric.get_label() {
+                    let name = label.value();
+                    if !live.iter().any(|(_, l)| *l == name) {
+                        let _ = self.vec.remove_label_values(&[name]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -47,12 +132,37 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests))?;
         registry.register(Box::new(latency.clone()))?;
+        let backend_latency = BackendLatency::new(balancer.clone())?;
+        registry.register(Box::new(backend_latency.vec.clone()))?;
         registry.register(Box::new(PoolCollector::new(balancer)?))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "portico_build_info",
+                "Always 1; the label says which Portico version runs",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, process_start_time_seconds, ... read from /proc at each scrape.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             by_class,
             latency,
+            backend_latency,
         })
+    }
+
+    /// Records one request that finished with `backend` (after [`Metrics::observe`]).
+    #[inline]
+    pub fn observe_backend(&self, backend: &Backend, elapsed: Duration) {
+        self.backend_latency.observe(backend, elapsed.as_secs_f64());
     }
 
     /// Records one finished request (`status` 0 when nothing was sent).
@@ -73,6 +183,7 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4) of everything. Safe to call from many
     /// scrapes at once.
     pub fn render(&self) -> Vec<u8> {
+        self.backend_latency.prune();
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("cannot encode metrics: {e}");

@@ -5,12 +5,11 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::info;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -18,11 +17,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
+use crate::access_log::{self, AccessRecord, REQUEST_ID_HEADER};
 use crate::backend::Observation;
 use crate::backend::{Lease, Tried};
 use crate::balancer::{Balancer, LoadBalancer, RequestKey};
 use crate::client_policy::{single_content_length, ClientPolicy};
-use crate::config::{format_duration, StrategyKind};
+use crate::config::{format_duration, AccessLogFormat, StrategyKind};
 use crate::control::{Phase, PhaseCell};
 use crate::grpc_reply;
 use crate::health::probe_reason;
@@ -45,7 +45,7 @@ const HOP_BY_HOP: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub retries: u32,
-    pub access_log: bool,
+    pub access_log: AccessLogFormat,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
@@ -96,6 +96,13 @@ pub struct RequestCtx {
     /// The current backend's failure has been counted (each failure counts once).
     failure_counted: bool,
     set_cookie: bool,
+    /// The client's `X-Request-Id` if valid, else a new one (set in `early_request_filter`).
+    request_id: String,
+    /// When the request arrived (wall clock, for the access log).
+    arrived: SystemTime,
+    /// When the first backend was picked, and how long until a backend's response header.
+    upstream_started: Option<Instant>,
+    upstream_time: Option<Duration>,
     /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
     /// what metrics and the access log count.
     answered: Option<u16>,
@@ -130,8 +137,27 @@ impl ProxyHttp for Proxy {
             picked: Instant::now(),
             failure_counted: false,
             set_cookie: false,
+            request_id: String::new(),
+            arrived: SystemTime::now(),
+            upstream_started: None,
+            upstream_time: None,
             answered: None,
         }
+    }
+
+    /// Keeps the client's `X-Request-Id` when it is usable, else makes a new one: it goes to
+    /// the backend, back to the client (refusals included) and into the access log.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let incoming = session.req_header().headers.get(REQUEST_ID_HEADER);
+        ctx.request_id = match incoming.and_then(|v| access_log::valid_request_id(v.as_bytes())) {
+            Some(id) => id.to_owned(),
+            None => access_log::new_request_id(),
+        };
+        Ok(())
     }
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
@@ -140,7 +166,7 @@ impl ProxyHttp for Proxy {
     /// Applies the client policy (keep-alive and body timeouts, pipelining) and refuses, with
     /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
     /// on (see [`ClientPolicy::check_request`]).
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let settings = self.settings.load();
         settings.client.apply(session);
         let Err(refusal) = settings.client.check_request(session.req_header()) else {
@@ -152,7 +178,8 @@ impl ProxyHttp for Proxy {
             "{{\"error\": {}}}\n",
             json_string(&refusal.message)
         ));
-        let resp = json_header(refusal.status, body.len())?;
+        let mut resp = json_header(refusal.status, body.len())?;
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
@@ -215,19 +242,21 @@ impl ProxyHttp for Proxy {
             session.set_read_timeout(Some(settings.websocket_idle));
         }
         ctx.lease = Some(lease);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(peer)
     }
 
-    /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host`. Hop-by-hop request headers,
-    /// and those the `Connection` header names, are already gone: Pingora's default upstream
-    /// request policy (`HttpUpstreamRequestPolicy`) strips them before this phase and forwards
-    /// `Connection`/`Upgrade` only for a WebSocket upgrade.
+    /// Adds `X-Forwarded-For` (appended), `-Proto`, `-Host` and `X-Request-Id`. Hop-by-hop
+    /// request headers, and those the `Connection` header names, are already gone: Pingora's
+    /// default upstream request policy (`HttpUpstreamRequestPolicy`) strips them before this
+    /// phase and forwards `Connection`/`Upgrade` only for a WebSocket upgrade.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        req.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let Some(ip) = client_ip(session) {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
@@ -253,13 +282,14 @@ impl ProxyHttp for Proxy {
     /// Refuses a backend response header over `limits.header_bytes` (a 502); records the
     /// backend's latency (to the response header) and whether the answer is a failure (5xx,
     /// toward outlier ejection); drops hop-by-hop headers from the backend's response (not
-    /// from a 101 upgrade).
+    /// from a 101 upgrade); notes the upstream time for the access log.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
         let client = self.settings.load().client;
         if !client.response_header_fits(resp) {
             return Err(
@@ -286,13 +316,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Sets the sticky cookie when the `cookie` strategy chose a backend the client did not name.
+    /// Returns the request id to the client, and sets the sticky cookie when the `cookie`
+    /// strategy chose a backend the client did not name.
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
                 let secure = if self.tls { "; Secure" } else { "" };
@@ -404,7 +436,10 @@ impl ProxyHttp for Proxy {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
             if grpc_reply::is_grpc(session.req_header()) {
-                if let Ok(resp) = grpc_reply::answer(code, &message) {
+                if let Ok(mut resp) = grpc_reply::answer(code, &message) {
+                    if !ctx.request_id.is_empty() {
+                        let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                    }
                     let _ = session.write_response_header(Box::new(resp), true).await;
                 }
                 ctx.answered = Some(code);
@@ -414,7 +449,10 @@ impl ProxyHttp for Proxy {
                 };
             }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
-            if let Ok(resp) = json_header(code, body.len()) {
+            if let Ok(mut resp) = json_header(code, body.len()) {
+                if !ctx.request_id.is_empty() {
+                    let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                }
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
             }
@@ -432,20 +470,37 @@ impl ProxyHttp for Proxy {
             .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
-        if self.settings.load().access_log {
+        if let Some(lease) = &ctx.lease {
+            self.metrics.observe_backend(lease.backend(), elapsed);
+        }
+        let format = self.settings.load().access_log;
+        if format.enabled() {
+            if ctx.request_id.is_empty() {
+                // The request failed before `early_request_filter` (e.g. a malformed header).
+                ctx.request_id = access_log::new_request_id();
+            }
             let req = session.req_header();
-            let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
-            let backend = ctx
-                .lease
-                .as_ref()
-                .map_or("-", |l| l.backend().name.as_str());
-            info!(
-                target: "portico::access",
-                "{client} \"{} {}\" {status} {backend} {:.3}ms",
-                req.method,
-                req.uri,
-                elapsed.as_secs_f64() * 1000.0
-            );
+            let header = |name: http::header::HeaderName| {
+                req.headers.get(name).and_then(|v| v.to_str().ok())
+            };
+            // The URI as received: origin form (`/a?b`), absolute form for a proxy request.
+            let uri = req.uri.to_string();
+            let record = AccessRecord {
+                time: ctx.arrived,
+                client: client_ip(session),
+                method: req.method.as_str(),
+                path: &uri,
+                protocol: access_log::protocol_name(req.version),
+                status,
+                backend: ctx.lease.as_ref().map(|l| l.backend().name.as_str()),
+                bytes_sent: session.body_bytes_sent(),
+                total: elapsed,
+                upstream: ctx.upstream_time,
+                request_id: &ctx.request_id,
+                referer: header(http::header::REFERER),
+                user_agent: header(http::header::USER_AGENT),
+            };
+            access_log::write(format, &record);
         }
     }
 

@@ -49,7 +49,7 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     pub sticky_cookie: Option<String>,
     pub sticky_secret: Option<String>,
-    pub access_log: Option<bool>,
+    pub access_log: Option<Value>,
     pub retries: Option<i64>,
     pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
     pub limits: Option<super::limits::FileLimits>,

@@ -8,6 +8,7 @@ mod url;
 pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
+mod access_log;
 mod backend;
 mod client_timeouts;
 mod connections;
@@ -23,6 +24,7 @@ mod store;
 mod strategy;
 mod validate;
 
+pub use access_log::AccessLogFormat;
 pub use backend::{backend_entry, BackendSpec, Protocol};
 pub use client_timeouts::ClientTimeouts;
 pub use connections::default_max_connections;
@@ -68,7 +70,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,
-    pub access_log: bool,
+    pub access_log: AccessLogFormat,
     /// How many other backends a request is tried on after a backend failed it.
     pub retries: u32,
     pub client_timeouts: ClientTimeouts,

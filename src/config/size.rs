@@ -8,18 +8,9 @@
 /// size crates read `KB` as 1000 bytes, which no HTTP server configuration does.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid size {text:?} (expected e.g. \"32KiB\", \"1MiB\" or a number of bytes)"
-        ));
-    }
-    let value: usize = digits
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} (number too large)"))?;
+    let (value, unit) =
+        super::duration::number_and_unit(text, "size", "\"32KiB\", \"1MiB\" or a number of bytes")?;
+    let value = usize::try_from(value).map_err(|_| format!("invalid size {text:?} (too large)"))?;
     let unit_bytes: usize = match unit.trim() {
         "" | "B" | "b" => 1,
         "KiB" | "KB" | "K" | "k" | "kB" => 1024,

@@ -33,7 +33,7 @@ fn an_empty_file_gets_defaults() {
     );
     assert_eq!(c.server.pid_file, "/tmp/portico.pid");
     assert!(c.server.threads >= 1);
-    assert!(c.access_log);
+    assert_eq!(c.access_log, AccessLogFormat::Text);
 }
 
 #[test]
@@ -73,7 +73,7 @@ access_log: false
     assert_eq!(c.backends[1].weight, 3);
     assert_eq!(c.timeouts.read, Duration::from_secs(5));
     assert_eq!(c.admin.token.as_deref(), Some("secret"));
-    assert!(!c.access_log);
+    assert_eq!(c.access_log, AccessLogFormat::Off);
 }
 
 #[test]

@@ -282,6 +282,10 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         super::client_timeouts::client_timeouts(raw.client_timeouts),
         Default::default(),
     );
+    let access_log = errors.or(
+        super::access_log::access_log(raw.access_log.as_ref()),
+        Default::default(),
+    );
     let limits = errors.or(super::limits::limits(raw.limits), Default::default());
     let max_connections = errors.or(super::connections::max_connections(raw.max_connections), 1);
     let store = errors.or(super::store::validate_store(raw.store), Default::default());
@@ -306,7 +310,7 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
         tls,
         sticky_cookie,
         sticky_secret: raw.sticky_secret,
-        access_log: raw.access_log.unwrap_or(true),
+        access_log,
         retries,
         dns,
         outlier,

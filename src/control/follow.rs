@@ -101,14 +101,7 @@ impl Control {
 
     /// Makes the endpoints of `spec.url` the addresses `addrs` (see [`Control::refresh_names`]).
     async fn follow(&self, spec: &BackendSpec, addrs: Vec<IpAddr>) -> usize {
-        let current: Vec<Arc<Backend>> = self
-            .balancer
-            .snapshot()
-            .backends
-            .iter()
-            .filter(|b| b.url == spec.url)
-            .cloned()
-            .collect();
+        let current = self.endpoints(&spec.url);
         let wanted: Vec<SocketAddr> = addrs
             .iter()
             .map(|ip| SocketAddr::new(*ip, spec.url.port))
@@ -132,14 +125,7 @@ impl Control {
             return 0;
         }
         // The URL may have been removed or changed meanwhile: follow only the pool as it is.
-        let still: Vec<Arc<Backend>> = self
-            .balancer
-            .snapshot()
-            .backends
-            .iter()
-            .filter(|b| b.url == spec.url)
-            .cloned()
-            .collect();
+        let still = self.endpoints(&spec.url);
         if still.is_empty() || still.iter().any(|b| b.weight() != spec.weight) {
             return 0;
         }

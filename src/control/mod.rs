@@ -313,15 +313,20 @@ impl Control {
         specs
     }
 
-    /// The ids of every endpoint of `url` in the pool.
-    fn endpoint_ids(&self, url: &BackendUrl) -> Vec<u64> {
+    /// Every endpoint of `url` in the pool.
+    pub(crate) fn endpoints(&self, url: &BackendUrl) -> Vec<Arc<Backend>> {
         self.balancer
             .snapshot()
             .backends
             .iter()
             .filter(|b| &b.url == url)
-            .map(|b| b.id)
+            .cloned()
             .collect()
+    }
+
+    /// The ids of every endpoint of `url` in the pool.
+    fn endpoint_ids(&self, url: &BackendUrl) -> Vec<u64> {
+        self.endpoints(url).iter().map(|b| b.id).collect()
     }
 
     /// The store's part of `/status`: kind, where it is, whether it is reachable and in sync,
