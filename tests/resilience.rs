@@ -146,10 +146,11 @@ async fn connect_timeouts_eject_no_more_than_the_floor_allows() {
         .unwrap_or(0);
     assert_eq!(ejected, 2, "{status}");
     assert!(gw.backend(&good.url()).await.expect("listed")["alive"] == true);
-    assert_eq!(
-        gw.log_count("consecutive errors: 2 of 4 backends are ejected already"),
-        1,
-        "floor warning (once per period):\n{}",
+    // Logged at most once per 10 s (once here, twice if the machine is slow).
+    let warnings = gw.log_count("consecutive errors: 2 of 4 backends are ejected already");
+    assert!(
+        (1..=2).contains(&warnings),
+        "floor warning (once per period), {warnings} times:\n{}",
         gw.log()
     );
     assert_eq!(gw.log_count("(ejected: 2 consecutive errors)"), 2);
