@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Portico quick start: `./quickstart.sh demo` runs the gateway with three demo origins;
-# `./quickstart.sh test` runs the whole test suite. Both first make sure the build's
-# system dependencies are present (cmake and a C compiler, for zlib-ng and mimalloc).
+# `./quickstart.sh test` runs the whole test suite. Both first make sure the system packages
+# are present: cmake and a C compiler (zlib-ng, mimalloc), protoc (etcd-client's protocol
+# files), etcd (the fleet tests start one) and, for `test`, chromium (the status page test).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,7 +24,7 @@ need() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "quickstart: installing ${missing[*]} (the build's C dependencies; chromium for the status page test)"
+    echo "quickstart: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
