@@ -4,7 +4,7 @@
 
 use super::round_robin::first_ready_from;
 use super::{RequestKey, Snapshot, Strategy};
-use crate::backend::{Backend, Tried};
+use crate::backend::Tried;
 use crate::config::StrategyKind;
 
 /// Largest pool scanned exhaustively on each pick.
@@ -17,10 +17,11 @@ const SAMPLE_ATTEMPTS: usize = 8;
 pub struct LeastConn;
 
 /// Least-conn's score (lower wins): requests in flight, plus the one being placed, divided by
-/// the slow-start ramp so a ramping backend looks busier than it is.
+/// the backend's factor (its URL's share and its slow-start ramp), so a ramping backend, or one
+/// of several endpoints of a name, looks as busy as its share makes it.
 #[inline]
-fn load(b: &Backend) -> f64 {
-    (b.in_flight() + 1) as f64 / b.ramp()
+fn load(snap: &Snapshot, i: usize) -> f64 {
+    (snap.backends[i].in_flight() + 1) as f64 / snap.factor(i)
 }
 
 impl Strategy for LeastConn {
@@ -39,14 +40,18 @@ impl Strategy for LeastConn {
 }
 
 /// The ready, untried backend with the lowest `score`; ties are drawn uniformly.
-pub fn lowest(snap: &Snapshot, tried: &Tried, score: impl Fn(&Backend) -> f64) -> Option<usize> {
+pub fn lowest(
+    snap: &Snapshot,
+    tried: &Tried,
+    score: impl Fn(&Snapshot, usize) -> f64,
+) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     let mut ties = 0u64;
     for (i, b) in snap.backends.iter().enumerate() {
         if !b.is_ready() || tried.contains(b.id) {
             continue;
         }
-        let s = score(b);
+        let s = score(snap, i);
         match best {
             Some((_, l)) if s > l => {}
             Some((_, l)) if s == l => {
@@ -68,7 +73,7 @@ pub fn lowest(snap: &Snapshot, tried: &Tried, score: impl Fn(&Backend) -> f64) -
 pub fn two_choices(
     snap: &Snapshot,
     tried: &Tried,
-    score: impl Fn(&Backend) -> f64,
+    score: impl Fn(&Snapshot, usize) -> f64,
 ) -> Option<usize> {
     let n = snap.backends.len();
     if n == 0 {
@@ -86,7 +91,7 @@ pub fn two_choices(
     let first = draw(None);
     match (first, draw(first)) {
         (Some(a), Some(b)) => {
-            let (sa, sb) = (score(&snap.backends[a]), score(&snap.backends[b]));
+            let (sa, sb) = (score(snap, a), score(snap, b));
             Some(if sb < sa { b } else { a })
         }
         (Some(a), None) | (None, Some(a)) => Some(a),

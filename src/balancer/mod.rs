@@ -66,6 +66,10 @@ pub struct Snapshot {
     /// strategies walk this, so a DOWN backend's turns are spread over all the others rather
     /// than handed to its neighbour.
     pub ready: Vec<usize>,
+    /// Per backend, its share of its URL's traffic: 1 / (ready endpoints of the URL). A host
+    /// name's endpoints split the backend's share between them, so a name that resolves to
+    /// three addresses gets what one address would, not three times as much.
+    pub shares: Vec<f64>,
     /// Derived from `backends` and their health.
     pub plan: Plan,
     /// The strategy that made `plan`: swapped with it (a reload), so that a pick never meets a
@@ -151,6 +155,7 @@ impl Balancer {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 backends: Vec::new(),
                 ready: Vec::new(),
+                shares: Vec::new(),
                 plan: strategy.plan(&[]),
                 strategy: Arc::from(strategy),
             }),
@@ -342,9 +347,14 @@ impl Balancer {
         let ready = (0..backends.len())
             .filter(|&i| backends[i].is_ready())
             .collect();
+        let shares = group_sizes(&backends)
+            .into_iter()
+            .map(|k| 1.0 / k as f64)
+            .collect();
         self.snapshot.store(Arc::new(Snapshot {
             backends,
             ready,
+            shares,
             plan,
             strategy,
         }));
@@ -356,6 +366,35 @@ impl Balancer {
         let _w = lock(&self.write);
         let backends = self.snapshot.load().backends.clone();
         self.publish(backends);
+    }
+}
+
+/// Per backend, how many ready endpoints its URL has (at least 1).
+pub fn group_sizes(backends: &[Arc<Backend>]) -> Vec<usize> {
+    let mut ready: HashMap<&BackendUrl, usize> = HashMap::new();
+    for b in backends.iter().filter(|b| b.is_ready()) {
+        *ready.entry(&b.url).or_default() += 1;
+    }
+    backends
+        .iter()
+        .map(|b| ready.get(&b.url).copied().unwrap_or(1).max(1))
+        .collect()
+}
+
+impl Snapshot {
+    /// Backend `i`'s weight in a share-based pick now: its URL's share (split over the URL's
+    /// ready endpoints) times its slow-start ramp, in (0, 1].
+    #[inline]
+    pub fn factor(&self, i: usize) -> f64 {
+        let share = self.shares.get(i).copied().unwrap_or(1.0);
+        share * self.backends[i].ramp()
+    }
+
+    /// Whether a turn that fell on backend `i` is taken: with probability [`Snapshot::factor`].
+    #[inline]
+    pub fn admit(&self, i: usize) -> bool {
+        let f = self.factor(i);
+        f >= 1.0 || fastrand::f64() < f
     }
 }
 
@@ -439,6 +478,25 @@ pub(crate) mod testing {
         let addr = ([127, 0, 0, 1], port).into();
         let token = cookie_token(b"test", &spec.url.to_string());
         let b = Arc::new(Backend::new(id, &spec, addr, &timeouts, token));
+        b.set_alive(true);
+        b
+    }
+
+    /// Endpoint `id` of URL `http://name.test:<port>` at address `ip`:`port`.
+    pub fn endpoint(id: u64, name: &str, ip: [u8; 4], port: u16) -> Arc<Backend> {
+        let spec = BackendSpec {
+            url: BackendUrl::parse(&format!("http://{name}:{port}")).expect("test url"),
+            weight: 1,
+            drained: false,
+            protocol: Default::default(),
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+            websocket_idle: Duration::from_secs(1),
+        };
+        let token = cookie_token(b"test", &spec.url.to_string());
+        let b = Arc::new(Backend::new(id, &spec, (ip, port).into(), &timeouts, token));
         b.set_alive(true);
         b
     }
@@ -599,5 +657,50 @@ mod tests {
         assert!(b.is_ready() && b.ramp() < 0.2, "{}", b.ramp());
         let c = counts(&lb, 3000, &RequestKey::default());
         assert!(c[0] < 250, "a ramping backend got {c:?}");
+    }
+
+    #[test]
+    fn a_name_s_endpoints_split_its_share_for_every_strategy() {
+        let pool = |kind| {
+            let lb = Balancer::new(strategy(kind), 1, 1);
+            lb.swap_members(
+                &[],
+                vec![
+                    endpoint(1, "a.test", [127, 0, 0, 2], 8080),
+                    endpoint(2, "a.test", [127, 0, 0, 3], 8080),
+                    endpoint(3, "b.test", [127, 0, 0, 4], 8080),
+                ],
+            );
+            lb
+        };
+        // Turn-taking strategies: sequential picks.
+        for kind in [
+            StrategyKind::RoundRobin,
+            StrategyKind::WeightedRoundRobin,
+            StrategyKind::Cookie,
+        ] {
+            let c = counts(&pool(kind), 6000, &RequestKey::default());
+            let (a, b) = (c[0] + c[1], c[2]);
+            assert!(
+                (2500..=3500).contains(&a) && (2500..=3500).contains(&b),
+                "{kind:?}: name a {a} (endpoints {c:?}), name b {b}"
+            );
+            assert!(c[0] > 1000 && c[1] > 1000, "{kind:?}: {c:?}");
+        }
+        // Load-based strategies: requests held in flight spread by share.
+        for kind in [StrategyKind::LeastConn, StrategyKind::P2cEwma] {
+            let lb = pool(kind);
+            let held: Vec<Lease> = (0..600)
+                .filter_map(|_| lb.next_valid_peer(&RequestKey::default(), &Tried::default()))
+                .collect();
+            let on = |id| held.iter().filter(|l| l.backend().id == id).count();
+            let (a, b) = (on(1) + on(2), on(3));
+            assert!(
+                (240..=360).contains(&a) && (240..=360).contains(&b),
+                "{kind:?}: name a {a} ({} + {}), name b {b}",
+                on(1),
+                on(2)
+            );
+        }
     }
 }

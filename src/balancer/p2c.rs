@@ -25,10 +25,11 @@ const DEFAULT_LATENCY_NS: f64 = 1e6;
 pub struct PeakEwma;
 
 #[inline]
-fn cost(b: &Backend) -> f64 {
+fn cost(snap: &Snapshot, i: usize) -> f64 {
+    let b = &snap.backends[i];
     let latency = b.latency_estimate().unwrap_or(DEFAULT_LATENCY_NS);
     // A latency that decayed to nothing still ranks by load.
-    latency.max(1.0) * (b.in_flight() + 1) as f64 / b.ramp()
+    latency.max(1.0) * (b.in_flight() + 1) as f64 / snap.factor(i)
 }
 
 impl Strategy for PeakEwma {

@@ -50,7 +50,7 @@ pub fn take_turn(snap: &Snapshot, rr: &RoundRobin, tried: &Tried) -> Option<usiz
         if !b.is_ready() || tried.contains(b.id) {
             continue;
         }
-        if b.admit() {
+        if snap.admit(i) {
             return Some(i);
         }
         ramping.get_or_insert(i);

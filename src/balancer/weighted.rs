@@ -63,7 +63,7 @@ impl Strategy for Weighted {
             let i = schedule.order[self.next.fetch_add(1, Ordering::Relaxed) % len] as usize;
             let b = &snap.backends[i];
             if b.is_ready() && !tried.contains(b.id) {
-                if b.admit() {
+                if snap.admit(i) {
                     return Some(i);
                 }
                 ramping.get_or_insert(i);
