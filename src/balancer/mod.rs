@@ -66,7 +66,8 @@ pub struct Snapshot {
     /// strategies walk this, so a DOWN backend's turns are spread over all the others rather
     /// than handed to its neighbour.
     pub ready: Vec<usize>,
-    /// Per backend, its share of its URL's traffic: 1 / (ready endpoints of the URL). A host
+    /// Per backend, its share of its URL's traffic: 1 / (ready endpoints of the URL), relative to
+    /// the URL with the fewest (so the largest share is 1). A host
     /// name's endpoints split the backend's share between them, so a name that resolves to
     /// three addresses gets what one address would, not three times as much.
     pub shares: Vec<f64>,
@@ -347,9 +348,17 @@ impl Balancer {
         let ready = (0..backends.len())
             .filter(|&i| backends[i].is_ready())
             .collect();
-        let shares = group_sizes(&backends)
+        // Relative to the smallest group, so that a pool whose names all have as many
+        // endpoints (one each, the usual case) has every share at 1: no draw at pick time.
+        let sizes = group_sizes(&backends);
+        let smallest = (0..backends.len())
+            .filter(|&i| backends[i].is_ready())
+            .map(|i| sizes[i])
+            .min()
+            .unwrap_or(1);
+        let shares = sizes
             .into_iter()
-            .map(|k| 1.0 / k as f64)
+            .map(|k| smallest as f64 / k as f64)
             .collect();
         self.snapshot.store(Arc::new(Snapshot {
             backends,
