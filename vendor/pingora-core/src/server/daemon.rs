@@ -208,11 +208,25 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
 
     move_old_pid(&conf.pid_file);
 
+    // PATCH(portico) sigusr1-race: begin
+    // The parent listens for SIGUSR1 only after the fork; a daemon that became ready before
+    // that would kill it (SIGUSR1's default action). Block the signal across the fork: the
+    // parent unblocks it once its listener exists (a pending signal is delivered then), the
+    // child at once.
+    if conf.daemon_wait_for_ready {
+        set_sigusr1_blocked(true);
+    }
+    // PATCH(portico) sigusr1-race: end
     match build_daemonize(conf).execute() {
         Outcome::Parent(result) => {
             result.unwrap_or_else(|e| panic!("Daemonize failed: {e}"));
         }
         Outcome::Child(result) => {
+            // PATCH(portico) sigusr1-race: begin
+            if conf.daemon_wait_for_ready {
+                set_sigusr1_blocked(false);
+            }
+            // PATCH(portico) sigusr1-race: end
             result.unwrap_or_else(|e| panic!("Daemonize child setup failed: {e}"));
             return DaemonizeResult {
                 notify_parent_pid: parent_pid,
@@ -247,6 +261,28 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
     process::exit(0);
 }
 
+// PATCH(portico) sigusr1-race: begin
+/// Blocks or unblocks `SIGUSR1` for the calling thread (the only thread at these points).
+fn set_sigusr1_blocked(blocked: bool) {
+    // SAFETY: `sigemptyset`/`sigaddset` initialise a local set; `pthread_sigmask` only
+    // changes this thread's mask and reports failure through its return value.
+    let ret = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let how = if blocked {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut())
+    };
+    if ret != 0 {
+        error!("cannot change the SIGUSR1 mask: error {ret}");
+    }
+}
+// PATCH(portico) sigusr1-race: end
+
 /// Build a single-threaded tokio runtime for the parent's signal wait loop.
 ///
 /// The parent process is short-lived and only needs to wait for a signal and check the pid file.
@@ -278,6 +314,7 @@ fn wait_for_ready_or_exit(pid_file: &str, timeout: Duration) {
 
         let mut sigusr1 =
             signal(SignalKind::user_defined1()).expect("failed to register SIGUSR1 listener");
+        set_sigusr1_blocked(false); // PATCH(portico) sigusr1-race
 
         let mut liveness_check = interval(LIVENESS_CHECK_INTERVAL);
         let mut daemon_pid: Option<libc::pid_t> = None;
