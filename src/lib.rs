@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod keepalive;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod tls;
 use std::sync::Arc;
 
 use log::info;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -30,6 +32,7 @@ use crate::balancer::{strategy, Balancer};
 use crate::config::{BackendSpec, Config};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
+use crate::keepalive::LeanKeepalive;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxySettings};
 use crate::store::{FileStore, PoolStore};
@@ -160,12 +163,20 @@ pub fn build(config: Config, opts: RunOptions) -> Result<Server, BuildError> {
         sticky_cookie: conf.sticky_cookie.clone(),
         tls,
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // Idle keep-alive connections wait in Portico's small loop, not in Pingora's per-request
+    // future, over a small read buffer (keepalive.rs).
+    let app = pingora::proxy::http_proxy(
         &server.configuration,
         Proxy::new(p.balancer.clone(), p.metrics.clone(), settings(false)),
-        "proxy",
     );
-    proxy.add_tcp(&conf.listen.to_string());
+    let mut proxy = Service::new(
+        "proxy".to_string(),
+        LeanKeepalive::new(app, keepalive::KEEPALIVE),
+    );
+    proxy.add_listener(
+        ListenerConfig::tcp(conf.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(keepalive::READ_BUFFER)),
+    );
     server.add_service(proxy).add_dependency(&boot);
 
     if let Some(tls) = &conf.tls {
