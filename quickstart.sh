@@ -13,6 +13,8 @@ need() {
   }
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "quickstart: installing ${missing[*]} (needed to build Pingora's C dependencies)"

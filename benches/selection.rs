@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use portico::backend::{Backend, Tried};
 use portico::balancer::{cookie_token, strategy, Balancer, LoadBalancer, RequestKey};
 use portico::config::{BackendSpec, BackendUrl, StrategyKind, Timeouts};
-use portico::pool::{Backend, Tried};
 
 const SIZES: [usize; 3] = [3, 100, 10_000];
 
@@ -19,6 +19,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
     let timeouts = Timeouts {
         connect: Duration::from_secs(1),
         read: Duration::from_secs(1),
+        websocket_idle: Duration::from_secs(1),
     };
     let backends: Vec<Arc<Backend>> = (0..n)
         .map(|i| {
@@ -28,6 +29,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
             let spec = BackendSpec {
                 url,
                 weight: 1 + (i % 3) as u32,
+                protocol: Default::default(),
             };
             let token = cookie_token(b"bench", &spec.url.to_string());
             let b = Arc::new(Backend::new(i as u64, &spec, addr, &timeouts, token));

@@ -17,9 +17,14 @@ pub struct Cli {
     )]
     pub conf: Option<PathBuf>,
 
-    /// Load and validate the whole configuration, print what is wrong, and exit.
+    /// Load and validate the whole configuration and what start-up needs (directories, user,
+    /// backends that resolve); print every problem found, and exit (2 on error).
     #[arg(short = 't', long = "test")]
     pub test: bool,
+
+    /// Print the effective configuration (defaults filled in, secrets masked) as YAML, and exit.
+    #[arg(short = 'T', long = "dump")]
+    pub dump: bool,
 
     /// Run in the background (Pingora's daemon mode).
     #[arg(short = 'd', long = "daemon")]

@@ -26,10 +26,13 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
-/// How long a connection may wait for a request, its first and each next one: Pingora's own
-/// keep-alive default (`set_keepalive(Some(60))` in its loop), which its session applies to the
-/// same wait.
+/// How long a connection may wait between two requests when nothing else is configured:
+/// Pingora's keep-alive default (Portico passes `client_timeouts.keepalive`).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The first request's keep-alive time in Pingora's loop (`set_keepalive(Some(60))`), unless a
+/// header timeout is set.
+const FIRST_REQUEST_SECS: u64 = 60;
 
 /// Size of the L4 read buffer under each plain-HTTP client connection (Pingora's default is
 /// 64 KiB, held for the life of the connection). The wait for a request reads its first byte
@@ -59,7 +62,7 @@ impl<A> LeanKeepalive<A> {
     }
 
     /// Waits until the connection has a byte to read. False when it closed, failed, stayed
-    /// silent for the keep-alive time, or the service is stopping: the connection then ends
+    /// silent for the keep-alive time (the time Pingora's session would wait too), or the service is stopping: the connection then ends
     /// without a response, as Pingora ends an idle one.
     async fn wait_for_request(&self, stream: &mut Stream) -> bool {
         let stopping = self.wake.notified();
@@ -96,6 +99,10 @@ where
         if h2c_or_custom || stream.get_ssl_digest().is_some() {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
+        // As Pingora's loop (with Portico's vendored header-limits patch) sets up sessions.
+        let header_limits = options
+            .map(|o| o.h1_request_header_limits)
+            .unwrap_or_default();
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -106,12 +113,16 @@ where
             // this block, so that it takes no room in this future's own state.
             let request = {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_request_header_limits(header_limits);
                 if first {
-                    // As Pingora's loop sets up a new connection's session.
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
                     } else {
-                        session.set_keepalive(Some(self.keepalive.as_secs()));
+                        // Pingora's 60 s, or the header timeout rounded up to whole seconds.
+                        let first_byte = header_limits.timeout.map_or(FIRST_REQUEST_SECS, |t| {
+                            t.as_secs() + u64::from(t.subsec_nanos() > 0)
+                        });
+                        session.set_keepalive(Some(first_byte));
                     }
                     session.set_keepalive_reuses_remaining(
                         options.and_then(|o| o.keepalive_request_limit),

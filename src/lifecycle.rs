@@ -1,7 +1,14 @@
-//! Shutdown and upgrade: freezes the pool's write side once the listeners start moving to a
-//! new process, asks clients to reconnect (to the new process) while the sockets are handed
-//! over, and ends the process as soon as the last in-flight request has finished (Pingora
-//! would otherwise sleep out the whole grace period).
+//! Shutdown and upgrade: moves the process's [`Phase`] forward (which freezes the pool's write
+//! side and, while handing over, makes the proxy ask clients to reconnect to the new process),
+//! and ends the process as soon as the last in-flight request has finished (Pingora would
+//! otherwise sleep out the whole grace period).
+//!
+//! Why the hand-over begins in the signal watch: Pingora announces
+//! `GracefulUpgradeTransferringFds` and sends the sockets right away, without waiting for any
+//! listener of that phase. A write acknowledged by this process after the new process has read
+//! the store would be missing there (and, with the file store, overwritten). So
+//! [`HandOverSignals`] stops admin changes, and waits for the one in progress, *before* it
+//! tells Pingora to send the sockets; the new process resyncs after it received them.
 //!
 //! Why the hand-over closes keep-alive connections: after `SIGQUIT`, Pingora keeps accepting
 //! for 5 s (both processes accept on the shared sockets), then drops every *idle* keep-alive
@@ -11,32 +18,51 @@
 //! already moved to new connections, most of them served by the new process.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use log::info;
-use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::server::{
+    ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch,
+};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
 use crate::balancer::Balancer;
-use crate::control::Control;
+use crate::control::{Control, Phase};
 
 /// How often the drain is checked after shutdown starts.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long the pool must stay idle before the process exits.
 const DRAIN_SETTLE: Duration = Duration::from_millis(300);
 
-/// Set once this process has started handing its listening sockets to a new one.
-static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+/// Pingora's Unix signal watch (`SIGQUIT` upgrade, `SIGTERM` graceful stop, `SIGINT` fast
+/// stop) that first moves the [`Phase`]: on `SIGQUIT` it returns only once admin changes are
+/// refused and none is in progress, so Pingora sends the listening sockets after the last
+/// acknowledged change is in the store.
+pub struct HandOverSignals {
+    control: Arc<Control>,
+}
 
-/// Whether this process is handing its listening sockets over to a new process (graceful
-/// upgrade). The proxy then answers with `Connection: close`, so clients reconnect before
-/// Pingora drops idle keep-alive connections. Never reset: the process is on its way out.
-pub fn handing_over() -> bool {
-    HANDING_OVER.load(Ordering::Relaxed)
+impl HandOverSignals {
+    /// The signal watch for `control`'s process.
+    pub fn new(control: Arc<Control>) -> HandOverSignals {
+        HandOverSignals { control }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for HandOverSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = UnixShutdownSignalWatch.recv().await;
+        match signal {
+            ShutdownSignal::GracefulUpgrade => self.control.begin_hand_over().await,
+            ShutdownSignal::GracefulTerminate => self.control.begin_shutdown(),
+            ShutdownSignal::FastShutdown => {}
+        }
+        signal
+    }
 }
 
 /// Watches Pingora's execution phases during shutdown and upgrade; a `BackgroundService`.
@@ -67,17 +93,13 @@ impl Lifecycle {
     async fn watch_phases(&self, mut phases: broadcast::Receiver<ExecutionPhase>) {
         loop {
             match phases.recv().await {
+                // Already done by `HandOverSignals` when the server runs with it.
                 Ok(
                     ExecutionPhase::GracefulUpgradeTransferringFds
                     | ExecutionPhase::GracefulUpgradeCloseTimeout,
-                ) => {
-                    if !HANDING_OVER.swap(true, Ordering::Relaxed) {
-                        info!("handing the listening sockets over; closing keep-alive connections");
-                    }
-                    self.control.freeze();
-                }
+                ) => self.control.begin_hand_over().await,
                 Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
-                    self.control.freeze();
+                    self.control.begin_shutdown();
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -116,7 +138,10 @@ impl BackgroundService for Lifecycle {
                 return;
             }
         }
-        self.control.freeze();
+        self.control.begin_shutdown();
+        if self.control.phase() == Phase::HandingOver {
+            info!("sockets handed over; finishing in-flight requests");
+        }
         self.drained().await;
         info!("all in-flight requests finished; exiting");
         remove_own_pid_file(&self.pid_file);

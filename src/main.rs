@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pingora::server::RunArgs;
 use portico::cli::Cli;
 use portico::config::{Config, DEFAULT_CONFIG_PATH};
 use portico::{lifecycle, logging, RunOptions};
@@ -23,35 +22,34 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     let loaded = if cli.demo && cli.conf.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists() {
-        Config::from_text(DEMO_CONFIG)
+        Config::from_text_all(DEMO_CONFIG)
     } else {
-        Config::load(&path)
+        Config::load_all(&path)
     };
     let config = match loaded {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("portico: configuration {}: {e}", path.display());
+        Err(errors) => {
+            for e in errors {
+                eprintln!("portico: configuration {}: {e}", path.display());
+            }
             return ExitCode::from(2);
         }
     };
-    if cli.test {
-        return match portico::prepare(config) {
-            Ok(_) => {
-                println!("portico: configuration {} is valid", path.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portico: configuration {}: {e}", path.display());
-                ExitCode::from(2)
-            }
-        };
+    if cli.dump {
+        print!("{}", config.effective_yaml());
+        return ExitCode::SUCCESS;
     }
+    if cli.test {
+        return check(config, &path);
+    }
+    let built_in = cli.demo && cli.conf.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists();
     let opts = RunOptions {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         demo: cli.demo,
+        config_path: (!built_in).then(|| path.clone()),
     };
-    let server = match portico::build(config, opts) {
+    let (server, run_args) = match portico::build(config, opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("portico: {e}");
@@ -59,7 +57,32 @@ fn main() -> ExitCode {
         }
     };
     let pid_file = PathBuf::from(&server.configuration.pid_file);
-    server.run(RunArgs::default());
+    server.run(run_args);
     lifecycle::remove_own_pid_file(&pid_file);
     ExitCode::SUCCESS
+}
+
+/// `portico -t`: every problem found, one per line on stderr; warnings do not fail the check.
+fn check(config: Config, path: &Path) -> ExitCode {
+    let found = portico::preflight::check(&config);
+    let mut errors = found.errors;
+    for w in &found.warnings {
+        eprintln!("portico: warning: configuration {}: {w}", path.display());
+    }
+    match portico::prepare(config) {
+        Ok(p) => {
+            for w in p.warnings {
+                eprintln!("portico: warning: configuration {}: {w}", path.display());
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    if errors.is_empty() {
+        println!("portico: configuration {} is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    for e in errors {
+        eprintln!("portico: configuration {}: {e}", path.display());
+    }
+    ExitCode::from(2)
 }

@@ -190,7 +190,7 @@ impl Collector for PoolCollector {
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
             f.up.with_label_values(&l).set(0);
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
             f.draining.with_label_values(&l).set(1);
         }
         for b in snap.backends.iter() {
@@ -198,8 +198,10 @@ impl Collector for PoolCollector {
             f.requests.with_label_values(&l).inc_by(b.requests());
             f.errors.with_label_values(&l).inc_by(b.errors());
             f.in_flight.with_label_values(&l).add(gauge(b.in_flight()));
-            f.up.with_label_values(&l).set(i64::from(b.is_ready()));
-            f.weight.with_label_values(&l).set(i64::from(b.weight));
+            // A name's endpoints share the URL's series: it is up when any endpoint is.
+            let up = f.up.with_label_values(&l);
+            up.set(up.get().max(i64::from(b.is_ready())));
+            f.weight.with_label_values(&l).set(i64::from(b.weight()));
             f.draining.with_label_values(&l).add(0);
         }
         let ready = snap.backends.iter().filter(|b| b.is_ready()).count();

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::info;
@@ -17,11 +18,15 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 
-use crate::balancer::{Balancer, LoadBalancer, Observation, RequestKey};
+use crate::backend::Observation;
+use crate::backend::{Lease, Tried};
+use crate::balancer::{Balancer, LoadBalancer, RequestKey};
+use crate::client_policy::{single_content_length, ClientPolicy};
 use crate::config::{format_duration, StrategyKind};
+use crate::control::{Phase, PhaseCell};
+use crate::grpc_reply;
 use crate::health::probe_reason;
 use crate::metrics::Metrics;
-use crate::pool::{Lease, Tried};
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -35,35 +40,48 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Per-proxy settings fixed at start-up.
+/// The proxy's settings from the configuration, shared by the listeners. A reload swaps them
+/// whole ([`SharedSettings`]); each request reads them once per phase, lock-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub retries: u32,
     pub access_log: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Replaces `read_timeout`, on both sides, for a WebSocket upgrade request.
+    pub websocket_idle: Duration,
     pub sticky_cookie: String,
-    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
-    pub tls: bool,
+    /// Client timeouts and limits.
+    pub client: ClientPolicy,
 }
+
+/// The proxy settings in force, swapped by a configuration reload.
+pub type SharedSettings = Arc<ArcSwap<ProxySettings>>;
 
 pub struct Proxy {
     balancer: Arc<Balancer>,
     metrics: Arc<Metrics>,
-    settings: ProxySettings,
-    cookie_mode: bool,
-    /// The strategy hashes the client's address (`ip-hash`): only then is it looked up
-    /// before selection.
-    ip_mode: bool,
+    settings: SharedSettings,
+    /// This listener terminates TLS (for `X-Forwarded-Proto` and the cookie's `Secure`).
+    tls: bool,
+    /// The process's phase (owned by `Control`, set by the lifecycle code).
+    phase: Arc<PhaseCell>,
 }
 
 impl Proxy {
-    pub fn new(balancer: Arc<Balancer>, metrics: Arc<Metrics>, settings: ProxySettings) -> Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        metrics: Arc<Metrics>,
+        settings: SharedSettings,
+        tls: bool,
+        phase: Arc<PhaseCell>,
+    ) -> Proxy {
         Proxy {
-            cookie_mode: balancer.kind() == StrategyKind::Cookie,
-            ip_mode: balancer.kind() == StrategyKind::IpHash,
+            phase,
             balancer,
             metrics,
             settings,
+            tls,
         }
     }
 }
@@ -73,7 +91,31 @@ pub struct RequestCtx {
     lease: Option<Lease>,
     tried: Tried,
     started: Instant,
+    /// When the current backend was picked (its latency sample runs from here).
+    picked: Instant,
+    /// The current backend's failure has been counted (each failure counts once).
+    failure_counted: bool,
     set_cookie: bool,
+    /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
+    /// what metrics and the access log count.
+    answered: Option<u16>,
+}
+
+impl RequestCtx {
+    /// Counts the current backend's failure once: in its error counter and toward outlier
+    /// ejection (`eject`: false for a refusal, which takes it DOWN instead).
+    fn count_failure(&mut self, balancer: &Balancer, eject: bool) {
+        if self.failure_counted {
+            return;
+        }
+        if let Some(lease) = &self.lease {
+            self.failure_counted = true;
+            lease.backend().count_error();
+            if eject {
+                balancer.report_failure(lease.backend());
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -85,34 +127,71 @@ impl ProxyHttp for Proxy {
             lease: None,
             tried: Tried::default(),
             started: Instant::now(),
+            picked: Instant::now(),
+            failure_counted: false,
             set_cookie: false,
+            answered: None,
         }
     }
 
     /// No response compression module: Portico passes bodies through as the backend sent them.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    /// Applies the client policy (keep-alive and body timeouts, pipelining) and refuses, with
+    /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
+    /// on (see [`ClientPolicy::check_request`]).
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        let settings = self.settings.load();
+        settings.client.apply(session);
+        let Err(refusal) = settings.client.check_request(session.req_header()) else {
+            return Ok(false);
+        };
+        // The request body, if any, is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        let body = Bytes::from(format!(
+            "{{\"error\": {}}}\n",
+            json_string(&refusal.message)
+        ));
+        let resp = json_header(refusal.status, body.len())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
     /// Picks a ready backend not tried yet by this request. On a retry the previous lease is
-    /// released and remembered. No ready backend: a 503 error (answered in `fail_to_proxy`).
-    /// During a graceful upgrade's hand-over the client connection is not kept alive.
+    /// released and remembered. No ready backend: a 503 error, or a 502 when backends were
+    /// tried and failed (answered in `fail_to_proxy`). During a graceful upgrade's hand-over
+    /// the client connection is not kept alive.
+    ///
+    /// Each HTTP/2 stream (each gRPC call) is one request here, so balancing and the lease are
+    /// per call. A WebSocket upgrade keeps its lease, and so counts in `current_connections`,
+    /// until the upgraded connection ends (Pingora runs the whole tunnel inside this request);
+    /// it waits `timeouts.websocket_idle` instead of `timeouts.read` on both sides, and goes to
+    /// the backend over HTTP/1.1 (Pingora does not speak WebSockets over HTTP/2, RFC 8441).
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if crate::lifecycle::handing_over() {
+        if self.phase.get() == Phase::HandingOver {
             session.set_keepalive(None);
         }
         if let Some(previous) = ctx.lease.take() {
             ctx.tried.insert(previous.backend().id);
         }
-        let cookie = if self.cookie_mode {
-            find_cookie(session.req_header(), &self.settings.sticky_cookie)
+        // The strategy may change with a reload: read it once here. Should it change before
+        // the pick, the pick still succeeds (without the cookie or address it would have used).
+        let kind = self.balancer.kind();
+        let cookie_mode = kind == StrategyKind::Cookie;
+        let settings = self.settings.load();
+        let cookie = if cookie_mode {
+            find_cookie(session.req_header(), &settings.sticky_cookie)
         } else {
             None
         };
         let key = RequestKey {
-            client_ip: if self.ip_mode {
+            // Only `ip-hash` hashes the client's address: only then is it looked up.
+            client_ip: if kind == StrategyKind::IpHash {
                 client_ip(session)
             } else {
                 None
@@ -120,11 +199,21 @@ impl ProxyHttp for Proxy {
             cookie,
         };
         let Some(lease) = self.balancer.next_valid_peer(&key, &ctx.tried) else {
-            return Error::e_explain(HTTPStatus(503), "no backend available");
+            if ctx.tried.is_empty() {
+                return Error::e_explain(HTTPStatus(503), "no backend available");
+            }
+            return Error::e_explain(HTTPStatus(502), "every backend tried failed");
         };
+        ctx.picked = Instant::now();
+        ctx.failure_counted = false;
         let backend = lease.backend();
-        ctx.set_cookie = self.cookie_mode && cookie != Some(backend.cookie_token.as_str());
-        let peer = backend.peer();
+        ctx.set_cookie = cookie_mode && cookie != Some(backend.cookie_token.as_str());
+        let mut peer = backend.peer();
+        if is_websocket(session.req_header()) {
+            peer.options.read_timeout = Some(settings.websocket_idle);
+            peer.options.set_http_version(1, 1);
+            session.set_read_timeout(Some(settings.websocket_idle));
+        }
         ctx.lease = Some(lease);
         Ok(peer)
     }
@@ -143,7 +232,7 @@ impl ProxyHttp for Proxy {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
         }
-        let proto = if self.settings.tls { "https" } else { "http" };
+        let proto = if self.tls { "https" } else { "http" };
         req.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static(proto))?;
         let host = req
             .headers
@@ -153,16 +242,39 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             req.insert_header("X-Forwarded-Host", host)?;
         }
+        // `Content-Length: 5, 5` (or the line twice) goes on as one value: a lenient backend
+        // must not be left to interpret a list.
+        if let Some(length) = single_content_length(req) {
+            req.insert_header(http::header::CONTENT_LENGTH, length)?;
+        }
         Ok(())
     }
 
-    /// Drops hop-by-hop headers from the backend's response (not from a 101 upgrade).
+    /// Refuses a backend response header over `limits.header_bytes` (a 502); records the
+    /// backend's latency (to the response header) and whether the answer is a failure (5xx,
+    /// toward outlier ejection); drops hop-by-hop headers from the backend's response (not
+    /// from a 101 upgrade).
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let client = self.settings.load().client;
+        if !client.response_header_fits(resp) {
+            return Err(
+                Error::explain(InvalidHTTPHeader, client.response_header_message()).into_up(),
+            );
+        }
+        if let Some(lease) = &ctx.lease {
+            let backend = lease.backend().clone();
+            backend.observe_latency(ctx.picked.elapsed());
+            if resp.status.is_server_error() {
+                ctx.count_failure(&self.balancer, true);
+            } else {
+                self.balancer.report_success(&backend);
+            }
+        }
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
                 resp.headers.get_all("connection").iter().cloned().collect(),
@@ -183,10 +295,10 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
-                let secure = if self.settings.tls { "; Secure" } else { "" };
+                let secure = if self.tls { "; Secure" } else { "" };
                 let value = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    self.settings.sticky_cookie,
+                    self.settings.load().sticky_cookie,
                     lease.backend().cookie_token
                 );
                 resp.append_header("Set-Cookie", value)?;
@@ -195,8 +307,9 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// A backend that refuses the connection or does not accept in time is marked DOWN at
-    /// once; the request is retried on another backend, up to `retries` times.
+    /// A backend that refuses the connection is marked DOWN at once; other connect failures
+    /// (timeouts, unreachable) count toward its outlier ejection. The request is retried on
+    /// another backend while the `retries` budget lasts.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -204,25 +317,52 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(lease) = &ctx.lease {
-            let backend = lease.backend();
-            backend.count_error();
-            if matches!(
-                e.etype(),
-                ConnectRefused | ConnectTimedout | ConnectNoRoute | ConnectError
-            ) {
-                let reason = probe_reason(&e, self.settings.connect_timeout);
+        let refused = matches!(e.etype(), ConnectRefused);
+        ctx.count_failure(&self.balancer, !refused);
+        if refused {
+            if let Some(lease) = &ctx.lease {
+                let reason = probe_reason(&e, self.settings.load().connect_timeout);
                 self.balancer
-                    .set_backend_status(backend, Observation::Refused(reason));
+                    .set_backend_status(lease.backend(), Observation::Refused(reason));
             }
         }
-        // `tried` holds the backends that failed before this one: attempts = 1 + retries.
-        e.set_retry(ctx.tried.len() < self.settings.retries as usize);
+        e.set_retry(self.may_retry(ctx));
+        e
+    }
+
+    /// A failure after the connection was made (the backend closed or reset it, sent garbage,
+    /// or timed out). Replaces Pingora's default, which retries a failed reused connection up
+    /// to 16 times whatever `retries` says: here every kind of upstream failure shares the one
+    /// `retries` budget, counts once on the backend that failed, and is retried only when it is
+    /// safe: nothing was sent to the client yet, the method is idempotent (a POST whose body
+    /// reached a backend is never sent to a second one), the request body is still buffered,
+    /// and the failure is not a timeout (retrying a slow backend's requests doubles the wait).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.esource(), ErrorSource::Downstream) || websocket_went_idle(session, &e) {
+            e.set_retry(false);
+            return e;
+        }
+        ctx.count_failure(&self.balancer, true);
+        let safe = session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !matches!(e.etype(), ReadTimedout | WriteTimedout);
+        e.set_retry(safe && self.may_retry(ctx));
         e
     }
 
     /// Answers errors with a short JSON body: 503 when no backend is available, 504 when the
-    /// backend stayed silent past `timeouts.read`, 502 for other backend failures.
+    /// backend stayed silent past `timeouts.read`, 502 for other backend failures. A gRPC call
+    /// gets the same as a trailers-only gRPC answer instead (`grpc-status` 14, UNAVAILABLE,
+    /// for those three), counted in metrics and the access log as the HTTP status it stands for.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -231,12 +371,13 @@ impl ProxyHttp for Proxy {
     ) -> FailToProxy {
         let (code, message) = match (e.etype(), e.esource()) {
             (HTTPStatus(503), _) => (503, "no backend available".to_string()),
+            (HTTPStatus(502), _) => (502, "every backend tried failed".to_string()),
             (HTTPStatus(code), _) => (*code, "request failed".to_string()),
             (ReadTimedout, ErrorSource::Upstream) => (
                 504,
                 format!(
                     "backend did not answer within {}",
-                    format_duration(self.settings.read_timeout)
+                    format_duration(self.settings.load().read_timeout)
                 ),
             ),
             (
@@ -251,14 +392,27 @@ impl ProxyHttp for Proxy {
             (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
             _ => (500, "internal error".to_string()),
         };
-        if let Some(lease) = &ctx.lease {
-            if code >= 500 && code != 503 {
-                lease.backend().count_error();
-            }
+        if code >= 500
+            && code != 503
+            && matches!(e.esource(), ErrorSource::Upstream)
+            && !websocket_went_idle(session, e)
+        {
+            // Counted at its source already, unless it failed somewhere Portico has no hook.
+            ctx.count_failure(&self.balancer, true);
         }
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed request: say so.
             session.set_keepalive(None);
+            if grpc_reply::is_grpc(session.req_header()) {
+                if let Ok(resp) = grpc_reply::answer(code, &message) {
+                    let _ = session.write_response_header(Box::new(resp), true).await;
+                }
+                ctx.answered = Some(code);
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(resp) = json_header(code, body.len()) {
                 let _ = session.write_response_header(Box::new(resp), false).await;
@@ -272,16 +426,13 @@ impl ProxyHttp for Proxy {
     }
 
     /// Counts the request in the metrics and writes the access log line when enabled.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = ctx
+            .answered
+            .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         self.metrics.observe(status, elapsed);
-        if let Some(lease) = &ctx.lease {
-            if status >= 500 && e.is_none() {
-                lease.backend().count_error();
-            }
-        }
-        if self.settings.access_log {
+        if self.settings.load().access_log {
             let req = session.req_header();
             let client = client_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string());
             let backend = ctx
@@ -298,11 +449,40 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Keeps Pingora's error log for real failures; a client that went away is not one.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed)
+    /// Keeps Pingora's error log for real failures; a client that went away is not one, nor
+    /// a WebSocket closed for silence.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        (matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed))
+            || websocket_went_idle(session, e)
     }
+}
+
+impl Proxy {
+    /// Whether the `retries` budget allows another attempt: `tried` holds the backends that
+    /// failed before the current one, so attempts = 1 + retries.
+    fn may_retry(&self, ctx: &RequestCtx) -> bool {
+        ctx.tried.len() < self.settings.load().retries as usize
+    }
+}
+
+/// Whether `e` ended an established WebSocket that stayed silent for `timeouts.websocket_idle`:
+/// the bound doing its job, not a failure of the backend (it must not count toward ejection).
+fn websocket_went_idle(session: &Session, e: &Error) -> bool {
+    session.as_ref().was_upgraded() && matches!(e.etype(), ReadTimedout | WriteTimedout)
+}
+
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket` on HTTP/1.1): the only upgrade
+/// Pingora's upstream request policy forwards.
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -471,6 +651,14 @@ mod tests {
             ("Connection", "X-Secret")
         ]));
         assert!(needs(&[("Proxy-Connection", "keep-alive")]));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_count_as_websockets() {
+        assert!(is_websocket(&request(&[("Upgrade", "websocket")])));
+        assert!(is_websocket(&request(&[("Upgrade", "foo, WebSocket")])));
+        assert!(!is_websocket(&request(&[("Upgrade", "h2c")])));
+        assert!(!is_websocket(&request(&[])));
     }
 
     #[test]

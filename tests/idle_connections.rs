@@ -8,16 +8,19 @@ use std::mem::size_of_val;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use portico::balancer::{strategy, Balancer};
+use portico::config::Config;
 use portico::config::StrategyKind;
+use portico::control::PhaseCell;
 use portico::keepalive::{LeanKeepalive, KEEPALIVE};
 use portico::metrics::Metrics;
-use portico::proxy::{Proxy, ProxySettings};
+use portico::proxy::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::*;
@@ -25,15 +28,15 @@ use support::*;
 fn proxy() -> Proxy {
     let balancer = Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1));
     let metrics = Arc::new(Metrics::new(balancer.clone()).expect("metrics"));
-    let settings = ProxySettings {
-        retries: 1,
-        access_log: false,
-        connect_timeout: Duration::from_secs(1),
-        read_timeout: Duration::from_secs(1),
-        sticky_cookie: "c".into(),
-        tls: false,
-    };
-    Proxy::new(balancer, metrics, settings)
+    let config = Config::from_text("backends: [\"http://127.0.0.1:1\"]").expect("config");
+    let settings = Arc::new(ArcSwap::from_pointee(portico::proxy_settings(&config)));
+    Proxy::new(
+        balancer,
+        metrics,
+        settings,
+        false,
+        Arc::new(PhaseCell::default()),
+    )
 }
 
 fn stream() -> Stream {

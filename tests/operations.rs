@@ -236,6 +236,21 @@ fn repo_file(rel: &str) -> PathBuf {
 fn shipped_configurations_pass_the_check() {
     for rel in ["conf/portico.yaml", "deploy/portico.yaml"] {
         let out = check_file(&repo_file(rel));
+        let err = String::from_utf8_lossy(&out.stderr);
+        // `-t` also checks the machine: the production example's directories (/run/portico,
+        // /var/log/portico, ...) exist only where systemd made them. Those are the only
+        // complaints allowed here.
+        if rel.starts_with("deploy/") && !out.status.success() {
+            let problems: Vec<&str> = err.lines().filter(|l| l.contains(rel)).collect();
+            assert!(!problems.is_empty(), "{rel}: {err}");
+            for line in problems {
+                assert!(
+                    line.contains("does not exist") || line.contains("no such user"),
+                    "portico -t -c {rel}: {err}"
+                );
+            }
+            continue;
+        }
         assert!(
             out.status.success(),
             "portico -t -c {rel}: {}{}",

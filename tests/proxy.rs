@@ -394,7 +394,8 @@ async fn refused_connection_marks_down_at_once_and_retries_elsewhere() {
 async fn retries_are_bounded_by_default_to_two() {
     // Four backends believed alive (probes are rare) that all refuse: the first request
     // tries three of them (1 + `retries`), marks each DOWN and fails; the next one finds
-    // the last, marks it DOWN too and then has nowhere to go.
+    // the last, marks it DOWN too and then has nowhere to go: a backend failed it, so 502
+    // (503 is for a request that found no backend at all).
     let mut o = origins(&["a", "b", "c", "d"]).await;
     let mut b = with_backends(GatewayBuilder::default(), &o);
     b.health_frequency = "1h".into();
@@ -416,10 +417,12 @@ async fn retries_are_bounded_by_default_to_two() {
     assert_eq!(gw.status().await["active_backends"], 1);
 
     let r = http.get(gw.url("/")).send().await.expect("answer");
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 502);
     assert_json_error(r).await;
     assert_eq!(gw.status().await["active_backends"], 0);
     assert!(eventually(SOON, || async { downs(&gw) == 4 }).await);
+    let r = http.get(gw.url("/")).send().await.expect("answer");
+    assert_eq!(r.status(), 503, "no backend at all");
     assert!(eventually(SOON, || all_connections_zero(&gw)).await);
 }
 

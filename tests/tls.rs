@@ -390,10 +390,12 @@ async fn https_backend_by_ip_is_verified_against_the_ip() {
 
 /// `portico -t` on a configuration whose `tls:` block or `ca_file` uses these files.
 fn check_with(extra: String) -> (bool, String) {
+    // One backend: `-t` refuses a configuration with no backends and no store.
     let builder = GatewayBuilder {
         extra,
         ..Default::default()
-    };
+    }
+    .backend("http://127.0.0.1:9");
     let out = builder.check();
     let text = format!(
         "{}{}",

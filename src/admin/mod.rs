@@ -2,6 +2,7 @@
 //! `ServeHttp` adapter that reads the request (body capped in size and time) and hands it to
 //! [`routes`].
 
+pub mod guard;
 pub mod routes;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+pub use guard::AdminGuard;
 pub use routes::{AdminApi, AdminRequest, AdminResponse, MAX_BODY};
 
 /// How long a client may take to send a whole request body; a slower one gets 408 and the
@@ -48,6 +50,12 @@ impl ServeHttp for AdminApi {
             authorization: text("authorization"),
             content_type: text("content-type"),
             body: None,
+            host: text("host"),
+            origin: text("origin"),
+            local_ip: session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
         };
         let declared = text("content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let resp = match read_body(session, declared).await {
@@ -55,7 +63,10 @@ impl ServeHttp for AdminApi {
                 req.body = Some(body);
                 self.handle(req).await
             }
-            Body::TooLarge => self.handle(req).await,
+            // A transport limit, answered whoever asks and wherever: nothing over it is read.
+            Body::TooLarge => {
+                AdminResponse::error(413, format!("request body over {} KiB", MAX_BODY / 1024))
+            }
             Body::TimedOut => AdminResponse::error(
                 408,
                 format!(

@@ -7,11 +7,12 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::guard::{AdminGuard, Caller};
+use crate::backend::Backend;
 use crate::balancer::PoolError;
-use crate::config::{BackendSpec, BackendUrl};
+use crate::config::{BackendSpec, BackendUrl, Protocol};
 use crate::control::{Control, ControlError};
 use crate::metrics::Metrics;
-use crate::pool::Backend;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -26,6 +27,10 @@ pub struct AdminRequest {
     pub content_type: Option<String>,
     /// `None` when the body was larger than [`MAX_BODY`].
     pub body: Option<Vec<u8>>,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    /// The local address the client connected to.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 /// A response: status, body and the few headers the API sets.
@@ -59,19 +64,32 @@ impl AdminResponse {
 }
 
 /// What the handlers need. With `token` set, every request but `GET /healthz` needs
-/// `Authorization: Bearer <token>` (compared in constant time), else 401.
+/// `Authorization: Bearer <token>` (compared in constant time), else 401. Every request
+/// first passes the `guard` (its `Host` and, for writes, its `Origin`).
 pub struct AdminApi {
     pub control: std::sync::Arc<Control>,
     pub metrics: std::sync::Arc<Metrics>,
     pub token: Option<String>,
+    pub guard: AdminGuard,
 }
 
 impl AdminApi {
     /// Routes one request: one match on (method, path). Errors are `{"error": ...}` with
-    /// 400 (bad JSON, fields or URL), 401, 404 (no such path or backend), 405 (with `Allow`),
-    /// 409 (duplicate), 413 (body over [`MAX_BODY`]), 415 (not JSON), 500 (store failed) or
-    /// 503 (frozen during upgrade or shutdown); a refused change changes nothing.
+    /// 400 (bad JSON, fields or URL), 401, 403 (write from a foreign browser origin), 404 (no
+    /// such path or backend), 405 (with `Allow`), 409 (duplicate, or changed concurrently), 413
+    /// (body over [`MAX_BODY`]), 415 (a body that is not said to be JSON), 421 (foreign
+    /// `Host`), 500 (the store failed the write; the message says whether the change was made)
+    /// or 503 (store unavailable, or frozen during upgrade or shutdown: nothing changed).
     pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let caller = Caller {
+            method: req.method.clone(),
+            host: req.host.as_deref(),
+            origin: req.origin.as_deref(),
+            local_ip: req.local_ip,
+        };
+        if let Err(refused) = self.guard.check(&caller) {
+            return refused;
+        }
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
         let public = path == "/healthz" && is_read(&req.method);
@@ -116,7 +134,8 @@ impl AdminApi {
     fn status(&self) -> AdminResponse {
         let balancer = self.control.balancer();
         let snap = balancer.snapshot();
-        let active = snap.backends.iter().filter(|b| b.is_ready()).count();
+        let backends = by_url(&snap.backends);
+        let active = backends.iter().filter(|b| b["alive"] == true).count();
         let draining: Vec<Value> = balancer
             .draining()
             .iter()
@@ -125,21 +144,19 @@ impl AdminApi {
         AdminResponse::json(
             200,
             &json!({
-                "total_backends": snap.backends.len(),
+                "total_backends": backends.len(),
                 "active_backends": active,
                 "strategy": balancer.kind().name(),
-                "backends": snap.backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
+                "backends": backends,
                 "draining": draining,
+                "store": self.control.store_status(),
             }),
         )
     }
 
     fn list(&self) -> AdminResponse {
         let snap = self.control.balancer().snapshot();
-        AdminResponse::json(
-            200,
-            &Value::Array(snap.backends.iter().map(|b| backend_json(b)).collect()),
-        )
+        AdminResponse::json(200, &Value::Array(by_url(&snap.backends)))
     }
 
     async fn add(&self, req: &AdminRequest) -> AdminResponse {
@@ -148,6 +165,7 @@ impl AdminApi {
         struct AddBody {
             url: String,
             weight: Option<i64>,
+            protocol: Option<String>,
         }
         let body = match json_body(req) {
             Ok(Some(b)) => b,
@@ -166,7 +184,19 @@ impl AdminApi {
             Ok(w) => w,
             Err(e) => return AdminResponse::error(400, e),
         };
-        match self.control.add(BackendSpec { url, weight }).await {
+        let protocol = match Protocol::for_url(&url, parsed.protocol.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, format!("protocol: {e}")),
+        };
+        match self
+            .control
+            .add(BackendSpec {
+                url,
+                weight,
+                protocol,
+            })
+            .await
+        {
             Ok(b) => AdminResponse::json(201, &backend_json(&b)),
             Err(e) => control_error(e),
         }
@@ -225,16 +255,23 @@ fn json_body(req: &AdminRequest) -> Result<Option<Vec<u8>>, AdminResponse> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    if let Some(ct) = &req.content_type {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
-            return Err(AdminResponse::error(
-                415,
-                format!("content type {mime:?} is not supported; send application/json"),
-            ));
-        }
+    // A body must say it is JSON: a browser sends a cross-site form or text/plain `POST`
+    // without asking first, but never one marked application/json.
+    let mime = req
+        .content_type
+        .as_deref()
+        .map(|ct| ct.split(';').next().unwrap_or("").trim());
+    match mime {
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(Some(body.clone())),
+        Some(m) => Err(AdminResponse::error(
+            415,
+            format!("content type {m:?} is not supported; send application/json"),
+        )),
+        None => Err(AdminResponse::error(
+            415,
+            "a request body needs Content-Type: application/json",
+        )),
     }
-    Ok(Some(body.clone()))
 }
 
 fn control_error(e: ControlError) -> AdminResponse {
@@ -242,13 +279,56 @@ fn control_error(e: ControlError) -> AdminResponse {
         ControlError::Pool(PoolError::Duplicate(_)) => 409,
         ControlError::Pool(PoolError::NotFound(_)) => 404,
         ControlError::Invalid(_) => 400,
+        ControlError::Conflict(_) => 409,
         ControlError::Store(_) => 500,
-        ControlError::Frozen => 503,
+        ControlError::Unavailable(_) | ControlError::Frozen => 503,
     };
     AdminResponse::error(status, e)
 }
 
-/// One backend as `/status` shows it.
+/// One entry per backend URL, in pool order: a name's endpoints are summed up in one entry
+/// (`alive` when any endpoint is, connections, requests and errors added up) that lists them
+/// under `endpoints` (`address`, `alive`, `current_connections`).
+pub fn by_url(backends: &[std::sync::Arc<Backend>]) -> Vec<Value> {
+    let mut urls: Vec<&crate::config::BackendUrl> = Vec::new();
+    for b in backends {
+        if !urls.contains(&&b.url) {
+            urls.push(&b.url);
+        }
+    }
+    urls.into_iter()
+        .filter_map(|url| {
+            let members: Vec<&std::sync::Arc<Backend>> =
+                backends.iter().filter(|b| &b.url == url).collect();
+            // The entry's health fields come from a ready endpoint when there is one.
+            let lead = members
+                .iter()
+                .find(|b| b.is_ready())
+                .or_else(|| members.first())?;
+            let mut entry = backend_json(lead);
+            let sum = |f: fn(&Backend) -> u64| members.iter().map(|b| f(b)).sum::<u64>();
+            entry["alive"] = json!(members.iter().any(|b| b.is_ready()));
+            entry["current_connections"] = json!(sum(Backend::in_flight));
+            entry["requests"] = json!(sum(Backend::requests));
+            entry["errors"] = json!(sum(Backend::errors));
+            entry["endpoints"] = members
+                .iter()
+                .filter(|b| b.resolved)
+                .map(|b| {
+                    json!({
+                        "address": b.addr.to_string(),
+                        "alive": b.is_ready(),
+                        "current_connections": b.in_flight(),
+                        "health": b.health_state().name(),
+                    })
+                })
+                .collect();
+            Some(entry)
+        })
+        .collect()
+}
+
+/// One backend endpoint as `/status` shows it.
 pub fn backend_json(b: &Backend) -> Value {
     let record = b.health();
     let unix = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -256,60 +336,34 @@ pub fn backend_json(b: &Backend) -> Value {
         "url": b.name,
         "alive": b.is_ready(),
         "current_connections": b.in_flight(),
-        "weight": b.weight,
+        "weight": b.weight(),
+        "protocol": b.protocol.name(),
         "health": record.tracker.health().name(),
         "last_change": unix(record.changed_at),
         "last_change_reason": record.reason,
         "last_probe": record.last_probe.map(unix),
         "requests": b.requests(),
         "errors": b.errors(),
+        "effective_weight": b.effective_weight(),
+        "consecutive_errors": b.consecutive_errors(),
+        "ejected": record.ejected_until.is_some(),
+        "ejections": record.ejections,
     })
 }
 
-/// The decoded value of `name` in a query string.
+/// The decoded value of `name` in a query string (`application/x-www-form-urlencoded`).
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes[i] == b'%')
-            .then(|| Some((hex(*bytes.get(i + 1)?)? << 4) | hex(*bytes.get(i + 2)?)?))
-            .flatten();
-        match (decoded, bytes[i]) {
-            (Some(v), _) => {
-                out.push(v);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, c) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
+/// Compares in constant time (`subtle`), so timing does not reveal how much of a token
+/// matched; a length mismatch is not a secret worth hiding (the token's length is fixed by
+/// the operator), so it ends the comparison at once.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]

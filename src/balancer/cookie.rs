@@ -9,10 +9,10 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::round_robin::{first_ready_from, RoundRobin};
+use super::round_robin::{take_turn, RoundRobin};
 use super::{Plan, RequestKey, Snapshot, Strategy};
+use crate::backend::{Backend, Tried};
 use crate::config::StrategyKind;
-use crate::pool::{Backend, Tried};
 
 /// Bytes of the HMAC kept in the cookie (hex-encoded: twice as many characters).
 const TOKEN_BYTES: usize = 12;
@@ -64,7 +64,7 @@ impl Strategy for Cookie {
                 }
             }
         }
-        first_ready_from(snap, self.fallback.tick(), tried)
+        take_turn(snap, &self.fallback, tried)
     }
 }
 
@@ -73,7 +73,7 @@ mod tests {
     use super::super::testing::*;
     use super::super::*;
 
-    fn with_cookie(lb: &Balancer, cookie: Option<&str>) -> std::sync::Arc<crate::pool::Backend> {
+    fn with_cookie(lb: &Balancer, cookie: Option<&str>) -> std::sync::Arc<crate::backend::Backend> {
         let key = RequestKey {
             client_ip: None,
             cookie,

@@ -2,12 +2,10 @@
 //! Exact for pools up to [`EXACT_SCAN_LIMIT`] backends; beyond that it takes the less loaded
 //! of two random ready backends (Envoy's method), which keeps a pick O(1) at any size.
 
-use std::cell::Cell;
-
 use super::round_robin::first_ready_from;
 use super::{RequestKey, Snapshot, Strategy};
+use crate::backend::{Backend, Tried};
 use crate::config::StrategyKind;
-use crate::pool::Tried;
 
 /// Largest pool scanned exhaustively on each pick.
 pub const EXACT_SCAN_LIMIT: usize = 64;
@@ -18,6 +16,13 @@ const SAMPLE_ATTEMPTS: usize = 8;
 #[derive(Default)]
 pub struct LeastConn;
 
+/// Least-conn's score (lower wins): requests in flight, plus the one being placed, divided by
+/// the slow-start ramp so a ramping backend looks busier than it is.
+#[inline]
+fn load(b: &Backend) -> f64 {
+    (b.in_flight() + 1) as f64 / b.ramp()
+}
+
 impl Strategy for LeastConn {
     fn kind(&self) -> StrategyKind {
         StrategyKind::LeastConn
@@ -26,32 +31,32 @@ impl Strategy for LeastConn {
     fn pick(&self, snap: &Snapshot, _key: &RequestKey<'_>, tried: &Tried) -> Option<usize> {
         let n = snap.backends.len();
         if n <= EXACT_SCAN_LIMIT {
-            exact(snap, tried)
+            lowest(snap, tried, load)
         } else {
-            two_choices(snap, tried)
+            two_choices(snap, tried, load)
         }
     }
 }
 
-/// Scans every backend; among equal loads one is drawn at random, so ties share the traffic.
-fn exact(snap: &Snapshot, tried: &Tried) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
+/// The ready, untried backend with the lowest `score`; ties are drawn uniformly.
+pub fn lowest(snap: &Snapshot, tried: &Tried, score: impl Fn(&Backend) -> f64) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
     let mut ties = 0u64;
     for (i, b) in snap.backends.iter().enumerate() {
         if !b.is_ready() || tried.contains(b.id) {
             continue;
         }
-        let load = b.in_flight();
+        let s = score(b);
         match best {
-            Some((_, l)) if load > l => {}
-            Some((_, l)) if load == l => {
+            Some((_, l)) if s > l => {}
+            Some((_, l)) if s == l => {
                 ties += 1;
-                if random().is_multiple_of(ties) {
-                    best = Some((i, load));
+                if fastrand::u64(..ties) == 0 {
+                    best = Some((i, s));
                 }
             }
             _ => {
-                best = Some((i, load));
+                best = Some((i, s));
                 ties = 1;
             }
         }
@@ -59,55 +64,41 @@ fn exact(snap: &Snapshot, tried: &Tried) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-fn two_choices(snap: &Snapshot, tried: &Tried) -> Option<usize> {
+/// The lower-scoring of two distinct random ready, untried backends (power of two choices).
+pub fn two_choices(
+    snap: &Snapshot,
+    tried: &Tried,
+    score: impl Fn(&Backend) -> f64,
+) -> Option<usize> {
     let n = snap.backends.len();
+    if n == 0 {
+        return None;
+    }
     let ready = |i: usize| {
         let b = &snap.backends[i];
         b.is_ready() && !tried.contains(b.id)
     };
-    let draw = || {
+    let draw = |not: Option<usize>| {
         (0..SAMPLE_ATTEMPTS)
-            .map(|_| (random() % n as u64) as usize)
-            .find(|&i| ready(i))
+            .map(|_| fastrand::usize(..n))
+            .find(|&i| Some(i) != not && ready(i))
     };
-    match (draw(), draw()) {
+    let first = draw(None);
+    match (first, draw(first)) {
         (Some(a), Some(b)) => {
-            let (la, lb) = (snap.backends[a].in_flight(), snap.backends[b].in_flight());
-            Some(if lb < la { b } else { a })
+            let (sa, sb) = (score(&snap.backends[a]), score(&snap.backends[b]));
+            Some(if sb < sa { b } else { a })
         }
         (Some(a), None) | (None, Some(a)) => Some(a),
-        (None, None) => first_ready_from(snap, random() as usize, tried),
+        (None, None) => first_ready_from(snap, fastrand::usize(..), tried),
     }
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(&RNG as *const _ as usize);
-    h.finish() | 1
-}
-
-/// xorshift64*: cheap, per-thread, good enough to spread picks.
-fn random() -> u64 {
-    RNG.with(|cell| {
-        let mut x = cell.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        cell.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::super::*;
-    use crate::pool::Lease;
+    use crate::backend::Lease;
 
     #[test]
     fn avoids_the_busy_backend_and_spreads_ties() {

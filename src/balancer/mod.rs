@@ -1,29 +1,41 @@
 //! The `LoadBalancer`: Portico's pool state (an immutable snapshot swapped whole on change)
 //! and the strategy that picks a backend from it. Picks are lock-free and allocation-free.
+//! Plans are rebuilt off the request path ([`replanner`]); strategies re-check readiness at
+//! pick time, so a plan a few milliseconds stale only costs a skipped entry.
 
 mod cookie;
 mod least_conn;
+mod p2c;
+mod replanner;
 mod ring;
 mod round_robin;
 mod weighted;
 
 pub use cookie::{cookie_token, Cookie};
 pub use least_conn::LeastConn;
+pub use p2c::PeakEwma;
+pub use replanner::Replanner;
 pub use ring::{IpHash, Ring};
 pub use round_robin::RoundRobin;
 pub use weighted::{Weighted, WeightedSchedule};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use log::{info, warn};
+use log::warn;
 
+use crate::backend::clock::{now_ns, ns};
+use crate::backend::{
+    Backend, Lease, Observation, OutlierDetection, Thresholds, Transition, Tried,
+};
 use crate::config::{BackendUrl, StrategyKind};
-use crate::health::{Health, Transition};
-use crate::pool::{Backend, Lease, Tried};
+
+/// At most one "not ejected: floor reached" warning per this period.
+const FLOOR_WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 /// What a strategy may use of the request: borrowed, nothing is copied.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,12 +58,19 @@ pub enum Plan {
     Cookie { tokens: HashMap<String, usize> },
 }
 
-/// The pool as one request sees it: backends in order, and the strategy's plan.
+/// The pool as one request sees it: backends in order, the strategy and its plan.
 pub struct Snapshot {
     /// Every backend in the pool, in the order they were added.
     pub backends: Vec<Arc<Backend>>,
-    /// Derived from `backends` (and their health when the strategy says so).
+    /// Indices of the backends that were ready when the snapshot was built: turn-taking
+    /// strategies walk this, so a DOWN backend's turns are spread over all the others rather
+    /// than handed to its neighbour.
+    pub ready: Vec<usize>,
+    /// Derived from `backends` and their health.
     pub plan: Plan,
+    /// The strategy that made `plan`: swapped with it (a reload), so that a pick never meets a
+    /// plan made by another strategy.
+    pub strategy: Arc<dyn Strategy>,
 }
 
 /// A way of choosing among the ready backends of a snapshot.
@@ -59,14 +78,10 @@ pub trait Strategy: Send + Sync {
     /// The configuration name of this strategy.
     fn kind(&self) -> StrategyKind;
 
-    /// Derives the plan for a new set of backends (called off the request path).
+    /// Derives the plan for a new set of backends (called off the request path, also after
+    /// every change of health, weight or drain state).
     fn plan(&self, _backends: &[Arc<Backend>]) -> Plan {
         Plan::None
-    }
-
-    /// Whether the plan depends on health, so that a flip must rebuild it.
-    fn replan_on_health(&self) -> bool {
-        false
     }
 
     /// Index of the chosen backend in `snap.backends`: ready and not in `tried`.
@@ -81,16 +96,8 @@ pub fn strategy(kind: StrategyKind) -> Box<dyn Strategy> {
         StrategyKind::WeightedRoundRobin => Box::new(Weighted::default()),
         StrategyKind::IpHash => Box::new(IpHash::default()),
         StrategyKind::Cookie => Box::new(Cookie::default()),
+        StrategyKind::P2cEwma => Box::new(PeakEwma),
     }
-}
-
-/// What a probe or the proxy observed about a backend.
-#[derive(Debug, Clone)]
-pub enum Observation {
-    Passed,
-    Failed(String),
-    /// The proxy could not connect: DOWN at once.
-    Refused(String),
 }
 
 /// Why a pool change was refused.
@@ -108,23 +115,33 @@ pub trait LoadBalancer: Send + Sync {
     fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease>;
     /// Adds a backend; new traffic may reach it once it is alive.
     fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError>;
-    /// Removes a backend: no new request goes to it from the moment this returns; requests
-    /// in flight keep their lease and finish.
+    /// Removes a backend: no request that picks after this returns gets it (a pick already
+    /// under way on the previous snapshot may still); requests in flight keep their lease and
+    /// finish.
     fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError>;
-    /// Feeds an observation to the backend's health, logging and returning any transition.
+    /// Feeds the proxy's own observation (a refusal) to the backend's health, logging and
+    /// returning any transition. Probe results go through [`Balancer::record_probe`].
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition>;
 }
 
 /// Portico's load balancer over its own pool state.
 pub struct Balancer {
     snapshot: ArcSwap<Snapshot>,
-    strategy: Box<dyn Strategy>,
     /// Serialises writers (membership changes and re-plans); readers never take it.
     write: Mutex<()>,
     /// Removed backends that still have requests in flight.
     draining: Mutex<Vec<Arc<Backend>>>,
-    rise: u32,
-    fall: u32,
+    /// Swapped whole by a reload (`health_check.rise`/`fall`, `slow_start`).
+    thresholds: ArcSwap<Thresholds>,
+    /// Swapped whole by a reload (`outlier_detection`).
+    outlier: ArcSwap<OutlierDetection>,
+    /// Serialises ejections, so two at once cannot both pass the floor check.
+    ejecting: Mutex<()>,
+    /// When the last "floor reached" warning was logged ([`now_ns`]).
+    floor_warned_ns: AtomicU64,
+    /// A [`Replanner`] is running: health flips ask it to replan instead of replanning inline.
+    replanner: AtomicBool,
+    replan_wanted: tokio::sync::Notify,
 }
 
 impl Balancer {
@@ -133,19 +150,152 @@ impl Balancer {
         Balancer {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 backends: Vec::new(),
+                ready: Vec::new(),
                 plan: strategy.plan(&[]),
+                strategy: Arc::from(strategy),
             }),
-            strategy,
             write: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
-            rise,
-            fall,
+            thresholds: ArcSwap::from_pointee(Thresholds {
+                rise,
+                fall,
+                slow_start: Duration::ZERO,
+            }),
+            outlier: ArcSwap::from_pointee(OutlierDetection::default()),
+            ejecting: Mutex::new(()),
+            floor_warned_ns: AtomicU64::new(0),
+            replanner: AtomicBool::new(false),
+            replan_wanted: tokio::sync::Notify::new(),
         }
     }
 
-    /// The configured strategy.
+    /// Sets outlier detection and slow start (both off the request path's hot loop).
+    pub fn with_resilience(self, outlier: OutlierDetection, slow_start: Duration) -> Balancer {
+        self.set_resilience(outlier, slow_start);
+        self
+    }
+
+    /// Replaces outlier detection and slow start for what happens from now on (a reload).
+    pub fn set_resilience(&self, outlier: OutlierDetection, slow_start: Duration) {
+        self.outlier.store(Arc::new(outlier));
+        let mut t = **self.thresholds.load();
+        t.slow_start = slow_start;
+        self.thresholds.store(Arc::new(t));
+    }
+
+    /// Replaces the rise/fall thresholds for the next observations (a reload).
+    pub fn set_rise_fall(&self, rise: u32, fall: u32) {
+        let mut t = **self.thresholds.load();
+        t.rise = rise;
+        t.fall = fall;
+        self.thresholds.store(Arc::new(t));
+    }
+
+    /// Replaces the strategy (a reload): the next pick uses the new one, with a plan it made;
+    /// picks under way finish with the old one.
+    pub fn set_strategy(&self, strategy: Box<dyn Strategy>) {
+        let _w = lock(&self.write);
+        let backends = self.snapshot.load().backends.clone();
+        self.publish_with(backends, Arc::from(strategy));
+    }
+
+    /// Changes membership in one step (one new snapshot): backends whose id is in `remove`
+    /// leave (as [`LoadBalancer::remove_backend`] does: no new request, their requests in
+    /// flight finish), `add` join. For a reload that changes weights and for DNS refreshes, so
+    /// that no pick ever sees a backend missing between its removal and its replacement.
+    pub fn swap_members(&self, remove: &[u64], add: Vec<Arc<Backend>>) {
+        let _w = lock(&self.write);
+        let current = self.snapshot.load();
+        let (gone, mut next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| remove.contains(&b.id));
+        next.extend(add);
+        self.publish(next);
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
+        }
+    }
+
+    /// The slow-start ramp length.
+    pub fn slow_start(&self) -> Duration {
+        self.thresholds.load().slow_start
+    }
+
+    /// Feeds a probe result, stamped with [`Backend::probe_stamp`] taken when the probe
+    /// started, to the backend's health; replans on a transition.
+    pub fn record_probe(
+        &self,
+        backend: &Backend,
+        stamp: u64,
+        seen: Observation,
+    ) -> Option<Transition> {
+        let transition = backend.observe(&seen, Some(stamp), &self.thresholds.load())?;
+        self.replan_if_member(backend);
+        Some(transition)
+    }
+
+    /// A request to `backend` got an answer that is not a failure.
+    #[inline]
+    pub fn report_success(&self, backend: &Backend) {
+        backend.record_success();
+    }
+
+    /// A request to `backend` failed (5xx, timeout, reset, connect error other than a
+    /// refusal): counts toward outlier ejection, which happens here once the limit is reached
+    /// unless the floor (`max_ejection_percent`) forbids it.
+    pub fn report_failure(&self, backend: &Backend) {
+        let outlier = self.outlier.load();
+        if !backend.record_failure(outlier.consecutive_errors) {
+            return;
+        }
+        let _one_at_a_time = lock(&self.ejecting);
+        let snap = self.snapshot.load();
+        let ejected = snap.backends.iter().filter(|b| b.is_ejected()).count();
+        if ejected >= outlier.max_ejected(snap.backends.len()) {
+            let now = now_ns();
+            let last = self.floor_warned_ns.load(Ordering::Relaxed);
+            if last == 0 || now.saturating_sub(last) >= ns(FLOOR_WARNING_PERIOD) {
+                self.floor_warned_ns.store(now, Ordering::Relaxed);
+                warn!(
+                    "backend {} not ejected after {} consecutive errors: {ejected} of {} backends are ejected already (max_ejection_percent {})",
+                    backend.name,
+                    backend.consecutive_errors(),
+                    snap.backends.len(),
+                    outlier.max_ejection_percent
+                );
+            }
+            return;
+        }
+        drop(snap);
+        if backend.eject(&outlier).is_some() {
+            self.replan_if_member(backend);
+        }
+    }
+
+    /// Asks for the plan to be rebuilt: by the [`Replanner`] when one runs (so a worker
+    /// thread that saw a failure never rebuilds a schedule), else at once.
+    pub fn request_replan(&self) {
+        if self.replanner.load(Ordering::Acquire) {
+            self.replan_wanted.notify_one();
+        } else {
+            self.replan();
+        }
+    }
+
+    fn replan_if_member(&self, backend: &Backend) {
+        if backend.is_enabled() {
+            self.request_replan();
+        }
+    }
+
+    /// The strategy in force.
     pub fn kind(&self) -> StrategyKind {
-        self.strategy.kind()
+        self.snapshot.load().strategy.kind()
     }
 
     /// The current pool (cheap: one reference count).
@@ -183,11 +333,25 @@ impl Balancer {
     }
 
     fn publish(&self, backends: Vec<Arc<Backend>>) {
-        let plan = self.strategy.plan(&backends);
-        self.snapshot.store(Arc::new(Snapshot { backends, plan }));
+        let strategy = self.snapshot.load().strategy.clone();
+        self.publish_with(backends, strategy);
     }
 
-    fn replan(&self) {
+    fn publish_with(&self, backends: Vec<Arc<Backend>>, strategy: Arc<dyn Strategy>) {
+        let plan = strategy.plan(&backends);
+        let ready = (0..backends.len())
+            .filter(|&i| backends[i].is_ready())
+            .collect();
+        self.snapshot.store(Arc::new(Snapshot {
+            backends,
+            ready,
+            plan,
+            strategy,
+        }));
+    }
+
+    /// Rebuilds the plan from the current backends and their state.
+    pub fn replan(&self) {
         let _w = lock(&self.write);
         let backends = self.snapshot.load().backends.clone();
         self.publish(backends);
@@ -202,14 +366,19 @@ impl LoadBalancer for Balancer {
     #[inline]
     fn next_valid_peer(&self, key: &RequestKey<'_>, tried: &Tried) -> Option<Lease> {
         let snap = self.snapshot.load();
-        let index = self.strategy.pick(&snap, key, tried)?;
+        let index = snap.strategy.pick(&snap, key, tried)?;
         snap.backends.get(index).map(|b| Lease::new(b.clone()))
     }
 
     fn add_backend(&self, backend: Arc<Backend>) -> Result<(), PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        if current.backends.iter().any(|b| b.url == backend.url) {
+        // One URL may have several endpoints (a name with several addresses).
+        if current
+            .backends
+            .iter()
+            .any(|b| b.url == backend.url && b.addr == backend.addr)
+        {
             return Err(PoolError::Duplicate(backend.name.clone()));
         }
         let mut next = current.backends.clone();
@@ -221,49 +390,28 @@ impl LoadBalancer for Balancer {
     fn remove_backend(&self, url: &BackendUrl) -> Result<Arc<Backend>, PoolError> {
         let _w = lock(&self.write);
         let current = self.snapshot.load();
-        let Some(pos) = current.backends.iter().position(|b| &b.url == url) else {
+        // Every endpoint of the URL leaves; the first one is returned.
+        let (gone, next): (Vec<_>, Vec<_>) = current
+            .backends
+            .iter()
+            .cloned()
+            .partition(|b| &b.url == url);
+        let Some(first) = gone.first().cloned() else {
             return Err(PoolError::NotFound(url.to_string()));
         };
-        let mut next = current.backends.clone();
-        let removed = next.remove(pos);
-        removed.disable();
         self.publish(next);
-        if removed.in_flight() > 0 {
-            lock(&self.draining).push(removed.clone());
+        for removed in gone {
+            removed.disable();
+            if removed.in_flight() > 0 {
+                lock(&self.draining).push(removed);
+            }
         }
-        Ok(removed)
+        Ok(first)
     }
 
     fn set_backend_status(&self, backend: &Backend, seen: Observation) -> Option<Transition> {
-        // The transition is logged under the record's lock, so that lines about one backend
-        // appear in the order its state changed even when the checker and the proxy race.
-        let transition = {
-            let mut record = backend.health();
-            if !matches!(seen, Observation::Refused(_)) {
-                record.last_probe = Some(SystemTime::now());
-            }
-            let transition = match &seen {
-                Observation::Passed => record.tracker.observe(true, self.rise, self.fall),
-                Observation::Failed(_) => record.tracker.observe(false, self.rise, self.fall),
-                Observation::Refused(_) => record.tracker.force_down(),
-            }?;
-            record.changed_at = SystemTime::now();
-            backend.set_alive(record.tracker.health() == Health::Up);
-            match (&seen, transition) {
-                (Observation::Failed(reason) | Observation::Refused(reason), Transition::Down) => {
-                    warn!("backend {} is DOWN ({reason})", backend.name);
-                    record.reason = Some(reason.clone());
-                }
-                _ => {
-                    info!("backend {} is UP", backend.name);
-                    record.reason = Some(record.tracker.up_reason());
-                }
-            }
-            transition
-        };
-        if self.strategy.replan_on_health() && backend.is_enabled() {
-            self.replan();
-        }
+        let transition = backend.observe(&seen, None, &self.thresholds.load())?;
+        self.replan_if_member(backend);
         Some(transition)
     }
 }
@@ -279,10 +427,12 @@ pub(crate) mod testing {
         let spec = BackendSpec {
             url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
             weight,
+            protocol: Default::default(),
         };
         let timeouts = Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
+            websocket_idle: Duration::from_secs(1),
         };
         let addr = ([127, 0, 0, 1], port).into();
         let token = cookie_token(b"test", &spec.url.to_string());
@@ -423,5 +573,29 @@ mod tests {
             Some(Transition::Up)
         );
         assert!(b.is_ready());
+    }
+
+    #[test]
+    fn a_backend_back_from_down_ramps_but_the_starting_pool_does_not() {
+        use std::time::Duration;
+        let lb = Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)
+            .with_resilience(OutlierDetection::default(), Duration::from_secs(3600));
+        for i in 0..3 {
+            let b = backend(i, 10_000 + i as u16, 1);
+            b.set_alive(false);
+            b.no_ramp_on_first_up();
+            lb.add_backend(b).expect("unique");
+        }
+        let snap = lb.snapshot();
+        for b in &snap.backends {
+            lb.record_probe(b, b.probe_stamp(), Observation::Passed);
+            assert_eq!(b.ramp(), 1.0, "first UP of the starting pool ramped");
+        }
+        let b = snap.backends[0].clone();
+        lb.set_backend_status(&b, Observation::Refused("refused".into()));
+        lb.record_probe(&b, b.probe_stamp(), Observation::Passed);
+        assert!(b.is_ready() && b.ramp() < 0.2, "{}", b.ramp());
+        let c = counts(&lb, 3000, &RequestKey::default());
+        assert!(c[0] < 250, "a ramping backend got {c:?}");
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::round_robin::{first_ready_from, RoundRobin};
+use super::round_robin::{first_ready_from, take_turn, RoundRobin};
 use super::{Plan, RequestKey, Snapshot, Strategy};
+use crate::backend::{Backend, Tried};
 use crate::config::StrategyKind;
-use crate::pool::{Backend, Tried};
 
 /// Ring points per unit of weight.
 const POINTS_PER_WEIGHT: u64 = 160;
@@ -29,13 +29,13 @@ impl Ring {
     /// each at a hash of the backend's URL and the point's number: a backend's points do not
     /// depend on the other backends, which is what keeps changes to ~1/N of the clients.
     pub fn build(backends: &[Arc<Backend>]) -> Ring {
-        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight())).sum();
         let per_weight = MAX_POINTS
             .checked_div(total_weight)
             .map_or(0, |p| p.clamp(1, POINTS_PER_WEIGHT));
         let mut points = Vec::with_capacity((total_weight * per_weight) as usize);
         for (i, b) in backends.iter().enumerate() {
-            for k in 0..u64::from(b.weight) * per_weight {
+            for k in 0..u64::from(b.weight()) * per_weight {
                 let digest = Sha256::new()
                     .chain_update(b.name.as_bytes())
                     .chain_update(k.to_le_bytes())
@@ -45,7 +45,11 @@ impl Ring {
                 points.push((u64::from_le_bytes(head), i as u32));
             }
         }
-        points.sort_unstable();
+        // Ties (equal hashes) go by URL, not by position: instances that added the same
+        // backends in another order still build the same ring.
+        points.sort_unstable_by(|a, b| {
+            (a.0, &backends[a.1 as usize].name).cmp(&(b.0, &backends[b.1 as usize].name))
+        });
         Ring { points }
     }
 
@@ -93,17 +97,22 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
 /// backend for the same client while the pool does not change.
 pub fn ring_pick(snap: &Snapshot, ring: &Ring, hash: u64, tried: &Tried) -> Option<usize> {
     let mut checked = 0;
+    let mut ramping = None;
     for i in ring.walk(hash) {
         let b = &snap.backends[i];
         if b.is_ready() && !tried.contains(b.id) {
-            return Some(i);
+            // A ramping backend (slow start) keeps only its ramp's share of its clients.
+            if b.admit() {
+                return Some(i);
+            }
+            ramping.get_or_insert(i);
         }
         checked += 1;
         if checked > 4 * snap.backends.len() + 64 {
             break;
         }
     }
-    first_ready_from(snap, hash as usize, tried)
+    ramping.or_else(|| first_ready_from(snap, hash as usize, tried))
 }
 
 /// The `ip-hash` strategy: the client address on the consistent-hash [`Ring`]; without a
@@ -127,7 +136,7 @@ impl Strategy for IpHash {
             (Plan::Ring(ring), Some(ip)) if !ring.is_empty() => {
                 ring_pick(snap, ring, hash_ip(ip), tried)
             }
-            _ => first_ready_from(snap, self.fallback.tick(), tried),
+            _ => take_turn(snap, &self.fallback, tried),
         }
     }
 }
@@ -150,6 +159,31 @@ mod tests {
             .expect("ready")
             .backend()
             .id
+    }
+
+    #[test]
+    fn instances_that_added_backends_in_another_order_agree() {
+        // Different insertion orders and process-local ids, as on two instances of a fleet.
+        let a = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        let b = Balancer::new(strategy(StrategyKind::IpHash), 1, 1);
+        for (id, port) in [(0, 10_000), (1, 10_001), (2, 10_002), (3, 10_003)] {
+            a.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        for (id, port) in [(7, 10_002), (8, 10_000), (9, 10_003), (5, 10_001)] {
+            b.add_backend(backend(id, port, 1 + u32::from(port % 2)))
+                .expect("unique");
+        }
+        let url = |lb: &Balancer, i: u32| {
+            lb.next_valid_peer(&client(i), &Tried::default())
+                .expect("ready")
+                .backend()
+                .name
+                .clone()
+        };
+        for i in 0..1000 {
+            assert_eq!(url(&a, i), url(&b, i), "client {i}");
+        }
     }
 
     #[test]

@@ -6,12 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::{Plan, RequestKey, Snapshot, Strategy};
+use crate::backend::{Backend, Tried};
 use crate::config::StrategyKind;
-use crate::pool::{Backend, Tried};
 
 /// Above this many (cycle length x backends) steps, the schedule is built by stride ordering
 /// instead of nginx's O(cycle x n) loop; both place each backend's picks evenly.
 const NGINX_LOOP_BUDGET: u64 = 4_000_000;
+
+/// Turns redrawn before the schedule is walked.
+const REDRAWS: usize = 8;
 
 /// One cycle of picks: indices into the snapshot's backends.
 #[derive(Debug, Default, Clone)]
@@ -37,15 +40,11 @@ impl Strategy for Weighted {
             .iter()
             .enumerate()
             .filter(|(_, b)| b.is_ready())
-            .map(|(i, b)| (i, b.weight))
+            .map(|(i, b)| (i, b.weight()))
             .collect();
         Plan::Weighted(WeightedSchedule {
             order: schedule(&weights),
         })
-    }
-
-    fn replan_on_health(&self) -> bool {
-        true
     }
 
     fn pick(&self, snap: &Snapshot, _key: &RequestKey<'_>, tried: &Tried) -> Option<usize> {
@@ -56,6 +55,20 @@ impl Strategy for Weighted {
         if len == 0 {
             return None;
         }
+        // Turns that fall on a backend that is no longer ready, tried, or refused by its
+        // slow-start ramp are redrawn from the shared counter a few times (spreading them
+        // over the schedule), then the schedule is walked from there.
+        let mut ramping = None;
+        for _ in 0..REDRAWS {
+            let i = schedule.order[self.next.fetch_add(1, Ordering::Relaxed) % len] as usize;
+            let b = &snap.backends[i];
+            if b.is_ready() && !tried.contains(b.id) {
+                if b.admit() {
+                    return Some(i);
+                }
+                ramping.get_or_insert(i);
+            }
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|k| schedule.order[(start + k) % len] as usize)
@@ -63,6 +76,7 @@ impl Strategy for Weighted {
                 let b = &snap.backends[i];
                 b.is_ready() && !tried.contains(b.id)
             })
+            .or(ramping)
     }
 }
 

@@ -6,18 +6,11 @@ use std::time::Duration;
 /// means seconds. Returns a message naming what is wrong (the caller adds the key).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid duration {text:?} (expected e.g. \"500ms\", \"10s\", \"1m\" or a number of seconds)"
-        ));
-    }
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (number too large)"))?;
+    let (value, unit) = number_and_unit(
+        text,
+        "duration",
+        "\"500ms\", \"10s\", \"1m\" or a number of seconds",
+    )?;
     let millis_per_unit = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -33,6 +26,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("invalid duration {text:?} (too large)"))
+}
+
+/// Splits `text` (trimmed) into its leading integer and the unit after it, the grammar of
+/// durations and sizes; the message names `what` and gives `examples`.
+pub(super) fn number_and_unit<'a>(
+    text: &'a str,
+    what: &str,
+    examples: &str,
+) -> Result<(u64, &'a str), String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid {what} {text:?} (expected e.g. {examples})"
+        ));
+    }
+    let value = digits
+        .parse()
+        .map_err(|_| format!("invalid {what} {text:?} (number too large)"))?;
+    Ok((value, unit))
 }
 
 /// Formats a duration the way the configuration writes it, for `/status` and logs.

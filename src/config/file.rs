@@ -16,11 +16,18 @@ pub const PORTICO_KEYS: &[&str] = &[
     "timeouts",
     "admin",
     "state_file",
+    "store",
     "tls",
     "sticky_cookie",
     "sticky_secret",
     "access_log",
     "retries",
+    "client_timeouts",
+    "limits",
+    "max_connections",
+    "dns",
+    "outlier_detection",
+    "slow_start",
 ];
 
 /// Portico's keys exactly as they appear in the file. Every field is raw: `validate` turns
@@ -38,11 +45,27 @@ pub struct FileConfig {
     pub timeouts: Option<FileTimeouts>,
     pub admin: Option<FileAdmin>,
     pub state_file: Option<String>,
+    pub store: Option<super::store::FileStoreSection>,
     pub tls: Option<FileTls>,
     pub sticky_cookie: Option<String>,
     pub sticky_secret: Option<String>,
     pub access_log: Option<bool>,
     pub retries: Option<i64>,
+    pub client_timeouts: Option<super::client_timeouts::FileClientTimeouts>,
+    pub limits: Option<super::limits::FileLimits>,
+    pub max_connections: Option<i64>,
+    pub dns: Option<super::dns::FileDns>,
+    pub outlier_detection: Option<FileOutlier>,
+    pub slow_start: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_errors: Option<i64>,
+    pub base_ejection_time: Option<RawDuration>,
+    pub max_ejection_time: Option<RawDuration>,
+    pub max_ejection_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +75,7 @@ pub struct FileHealthCheck {
     pub timeout: Option<RawDuration>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub grpc: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +83,7 @@ pub struct FileHealthCheck {
 pub struct FileTimeouts {
     pub connect: Option<RawDuration>,
     pub read: Option<RawDuration>,
+    pub websocket_idle: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +91,7 @@ pub struct FileTimeouts {
 pub struct FileAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

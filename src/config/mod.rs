@@ -9,15 +9,30 @@ pub use duration::{format_duration, parse_duration};
 pub use url::{BackendUrl, Scheme};
 
 mod backend;
+mod client_timeouts;
+mod connections;
+mod dns;
+mod effective;
 mod error;
+mod limits;
 mod parse;
+mod resilience;
 mod sections;
+mod size;
+mod store;
 mod strategy;
 mod validate;
 
-pub use backend::{backend_entry, BackendSpec};
+pub use backend::{backend_entry, BackendSpec, Protocol};
+pub use client_timeouts::ClientTimeouts;
+pub use connections::default_max_connections;
+pub use dns::{DnsConfig, DEFAULT_DNS_REFRESH};
+pub use effective::MASK;
 pub use error::ConfigError;
+pub use limits::Limits;
 pub use sections::{AdminConfig, HealthConfig, Timeouts, TlsConfig};
+pub use size::{format_size, parse_size};
+pub use store::{EtcdConfig, StoreConfig, DEFAULT_ETCD_TIMEOUT};
 pub use strategy::StrategyKind;
 
 use std::net::SocketAddr;
@@ -49,42 +64,81 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub admin: AdminConfig,
     pub state_file: Option<PathBuf>,
+    pub store: StoreConfig,
     pub tls: Option<TlsConfig>,
     pub sticky_cookie: String,
     pub sticky_secret: Option<String>,
     pub access_log: bool,
-    /// How many other backends a request is tried on after a connect failure.
+    /// How many other backends a request is tried on after a backend failed it.
     pub retries: u32,
+    pub client_timeouts: ClientTimeouts,
+    pub limits: Limits,
+    /// Most concurrent client connections across the proxy listeners.
+    pub max_connections: usize,
+    pub dns: DnsConfig,
+    /// Passive health: ejection of backends whose requests keep failing.
+    pub outlier: crate::backend::OutlierDetection,
+    /// How long a backend that becomes UP takes to ramp to its full share (zero: off).
+    pub slow_start: std::time::Duration,
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`; the first error only (see [`Config::load_all`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).or_else(|e| {
-            err(
-                "",
-                format!("cannot read configuration file {}: {e}", path.display()),
-            )
-        })?;
-        Config::from_text(&text)
+        Config::load_all(path).map_err(first)
     }
 
-    /// Parses and validates configuration text (YAML, or JSON).
+    /// Reads and validates the file at `path`, reporting every error found.
+    pub fn load_all(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read configuration file {}: {e}", path.display()),
+            }]
+        })?;
+        Config::from_text_all(&text)
+    }
+
+    /// Parses and validates configuration text (YAML, or JSON); the first error only.
     pub fn from_text(text: &str) -> Result<Config, ConfigError> {
-        let split = file::split(text).or_else(|m| err("", m))?;
-        let server = parse::pingora_conf(split.pingora)?;
-        let raw = parse::portico_file(split.portico)?;
-        validate::validate(raw, server)
+        Config::from_text_all(text).map_err(first)
+    }
+
+    /// Parses and validates configuration text (YAML, or JSON), reporting every error found
+    /// (Pingora's keys, unknown keys, wrong types, then every Portico key's value).
+    pub fn from_text_all(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let split = file::split(text)
+            .or_else(|m| err("", m))
+            .map_err(|e| vec![e])?;
+        let server = parse::pingora_conf(split.pingora);
+        let raw = parse::portico_file(split.portico);
+        match (server, raw) {
+            (Ok(server), Ok(raw)) => validate::validate(raw, server),
+            (server, raw) => Err(server
+                .err()
+                .into_iter()
+                .flatten()
+                .chain(raw.err().into_iter().flatten())
+                .collect()),
+        }
+    }
+}
+
+fn first(mut errors: Vec<ConfigError>) -> ConfigError {
+    if errors.is_empty() {
+        ConfigError {
+            key: String::new(),
+            message: "invalid configuration".into(),
+        }
+    } else {
+        errors.swap_remove(0)
     }
 }
 
 /// A backend spec from a URL known to be valid (tests only).
 #[cfg(test)]
 pub(crate) fn test_spec(url: &str, weight: u32) -> BackendSpec {
-    BackendSpec {
-        url: BackendUrl::parse(url).expect("valid test URL"),
-        weight,
-    }
+    BackendSpec::new(BackendUrl::parse(url).expect("valid test URL"), weight)
 }
 
 #[cfg(test)]

@@ -14,18 +14,27 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// HTTP/2 backends are probed with `grpc.health.v1.Health/Check` (SERVING passes); the
+    /// others keep the `path` or TCP check.
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
+    /// How long an upgraded (WebSocket) connection may stay silent in both directions; replaces
+    /// `read` once the request asks for an upgrade.
+    pub websocket_idle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    /// Names, besides loopback names and the listener's address, that clients may use in
+    /// `Host` to reach the admin API (lower case, without port).
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

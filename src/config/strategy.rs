@@ -8,15 +8,17 @@ pub enum StrategyKind {
     WeightedRoundRobin,
     IpHash,
     Cookie,
+    P2cEwma,
 }
 
 impl StrategyKind {
-    pub const ALL: [StrategyKind; 5] = [
+    pub const ALL: [StrategyKind; 6] = [
         StrategyKind::RoundRobin,
         StrategyKind::LeastConn,
         StrategyKind::WeightedRoundRobin,
         StrategyKind::IpHash,
         StrategyKind::Cookie,
+        StrategyKind::P2cEwma,
     ];
 
     pub fn name(self) -> &'static str {
@@ -26,6 +28,7 @@ impl StrategyKind {
             StrategyKind::WeightedRoundRobin => "weighted-round-robin",
             StrategyKind::IpHash => "ip-hash",
             StrategyKind::Cookie => "cookie",
+            StrategyKind::P2cEwma => "p2c-ewma",
         }
     }
 

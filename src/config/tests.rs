@@ -182,7 +182,70 @@ fn nested_unknown_keys_are_named_with_their_section() {
     let e = bad("timeouts: {conect: 1s}");
     assert_eq!(e.key, "timeouts.conect");
     assert!(
-        e.to_string().contains("expected `connect` or `read`"),
+        e.to_string()
+            .contains("expected one of `connect`, `read`, `websocket_idle`"),
         "{e}"
     );
+}
+
+#[test]
+fn http2_backends_websocket_idle_and_grpc_checks_parse() {
+    let c = ok(r#"
+health_check: {grpc: true}
+timeouts: {websocket_idle: 10m}
+backends:
+  - h2c://127.0.0.1:50051
+  - {url: "https://api.example:443", protocol: h2}
+  - {url: "https://old.example", protocol: h1}
+  - http://127.0.0.1:9001
+"#);
+    assert!(c.health.grpc);
+    assert_eq!(c.timeouts.websocket_idle, Duration::from_secs(600));
+    let protocols: Vec<Protocol> = c.backends.iter().map(|b| b.protocol).collect();
+    assert_eq!(
+        protocols,
+        [Protocol::H2, Protocol::H2, Protocol::Http1, Protocol::Http1]
+    );
+    assert_eq!(c.backends[0].url.to_string(), "h2c://127.0.0.1:50051");
+    let defaults = ok("");
+    assert_eq!(defaults.timeouts.websocket_idle, Duration::from_secs(3600));
+    assert!(!defaults.health.grpc);
+}
+
+#[test]
+fn protocol_mismatches_name_the_key_and_the_fix() {
+    let e = bad("backends: [{url: \"http://a:1\", protocol: h2}]");
+    assert_eq!(e.key, "backends[0].protocol");
+    assert!(e.message.contains("h2c://a:1"), "{e}");
+    let e = bad("backends: [{url: \"h2c://a:1\", protocol: h1}]");
+    assert_eq!(e.key, "backends[0].protocol");
+    assert!(e.message.contains("http://a:1"), "{e}");
+    let e = bad("backends: [{url: \"https://a:1\", protocol: h3}]");
+    assert!(e.message.contains("unknown protocol \"h3\""), "{e}");
+    let e = bad("backends: [{url: \"https://a:1\", protocol: 2}]");
+    assert_eq!(e.key, "backends[0].protocol");
+    let e = bad("timeouts: {websocket_idle: 0s}");
+    assert_eq!(e.key, "timeouts.websocket_idle");
+}
+
+#[test]
+fn outlier_detection_and_slow_start_have_defaults_and_bounds() {
+    let c = ok("");
+    assert_eq!(c.outlier, crate::backend::OutlierDetection::default());
+    assert_eq!(c.slow_start, Duration::ZERO);
+    let c = ok("outlier_detection:\n  consecutive_errors: 0\n  max_ejection_percent: 100\nslow_start: 30s\n");
+    assert_eq!(c.outlier.consecutive_errors, 0);
+    assert_eq!(c.outlier.max_ejection_percent, 100);
+    assert_eq!(c.slow_start, Duration::from_secs(30));
+    let e = bad("outlier_detection:\n  max_ejection_percent: 101\n");
+    assert_eq!(e.key, "outlier_detection.max_ejection_percent");
+    let e = bad("outlier_detection:\n  base_ejection_time: 1m\n  max_ejection_time: 10s\n");
+    assert_eq!(e.key, "outlier_detection.max_ejection_time");
+    let e = bad("outlier_detection:\n  base_ejection_time: 0s\n");
+    assert_eq!(e.key, "outlier_detection.base_ejection_time");
+    let e = bad("outlier_detection:\n  consecutive_eror: 3\n");
+    assert_eq!(e.key, "outlier_detection.consecutive_eror");
+    let e = bad("slow_start: soon\n");
+    assert_eq!(e.key, "slow_start");
+    assert_eq!(ok("strategy: p2c-ewma\n").strategy, StrategyKind::P2cEwma);
 }

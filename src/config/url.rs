@@ -1,4 +1,11 @@
-//! Backend URLs: `http://host:port` or `https://host:port`, parsed, normalised and resolved.
+//! Backend URLs: `http://host:port`, `https://host:port` or `h2c://host:port`, parsed,
+//! normalised and resolved.
+//!
+//! Hand-written rather than on the `url` crate: a backend URL is a scheme and an authority and
+//! nothing else, and `url` would still leave every check here to do. It parses `h2c://` as a
+//! non-special scheme (opaque host: no lower-casing, no IPv4 normalisation, no default port),
+//! accepts paths, queries and user info that Portico must refuse, and its errors ("relative URL
+//! without a base") name neither the URL nor the fix.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,6 +15,27 @@ use std::net::{SocketAddr, ToSocketAddrs};
 pub enum Scheme {
     Http,
     Https,
+    /// HTTP/2 over cleartext with prior knowledge (RFC 9113 section 3.3), as gRPC servers speak.
+    H2c,
+}
+
+impl Scheme {
+    /// The scheme as written in a normalised URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::H2c => "h2c",
+        }
+    }
+
+    /// The port a URL without one names: 443 for `https`, 80 for the cleartext schemes.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Https => 443,
+            Scheme::Http | Scheme::H2c => 80,
+        }
+    }
 }
 
 /// A validated backend URL. Its text form (`Display`) is normalised: lower-case scheme and host,
@@ -21,17 +49,17 @@ pub struct BackendUrl {
 }
 
 impl BackendUrl {
-    /// Parses `text`. Accepts `http(s)://host[:port][/]`; the port defaults to 80 or 443.
+    /// Parses `text`. Accepts `http(s)://host[:port][/]` and `h2c://host[:port][/]`; the port
+    /// defaults to 443 for `https`, else 80.
     /// Paths, queries, fragments and user info are refused: Portico forwards the client's path.
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = |why: &str| Err(format!("invalid backend URL {text:?}: {why}"));
         let trimmed = text.trim();
-        let (scheme, rest) = if let Some(rest) = strip_prefix_ci(trimmed, "http://") {
-            (Scheme::Http, rest)
-        } else if let Some(rest) = strip_prefix_ci(trimmed, "https://") {
-            (Scheme::Https, rest)
-        } else {
-            return bad("expected http://host:port or https://host:port");
+        let Some((scheme, rest)) = [Scheme::Http, Scheme::Https, Scheme::H2c]
+            .into_iter()
+            .find_map(|s| Some((s, strip_prefix_ci(trimmed, &format!("{}://", s.name()))?)))
+        else {
+            return bad("expected http://host:port, https://host:port or h2c://host:port");
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#']) {
@@ -70,10 +98,7 @@ impl BackendUrl {
             return bad("host has characters that are not allowed");
         }
         let port = match port_text {
-            None => match scheme {
-                Scheme::Http => 80,
-                Scheme::Https => 443,
-            },
+            None => scheme.default_port(),
             Some(p) => match p.parse::<u16>() {
                 Ok(port) if port > 0 => port,
                 _ => return bad("port must be a number from 1 to 65535"),
@@ -117,11 +142,7 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 
 impl fmt::Display for BackendUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
-        write!(f, "{scheme}://{}", self.authority())
+        write!(f, "{}://{}", self.scheme.name(), self.authority())
     }
 }
 
@@ -138,6 +159,10 @@ mod tests {
         let v6 = BackendUrl::parse("http://[::1]:8080").unwrap();
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.to_string(), "http://[::1]:8080");
+        let h2c = BackendUrl::parse("H2C://Grpc.Local:50051/").unwrap();
+        assert_eq!(h2c.scheme, Scheme::H2c);
+        assert_eq!(h2c.to_string(), "h2c://grpc.local:50051");
+        assert!(!h2c.is_tls());
     }
 
     #[test]
@@ -146,6 +171,8 @@ mod tests {
             "",
             "localhost:9001",
             "ftp://a:1",
+            "h2://a:1",
+            "h2c://a:1/path",
             "http://",
             "http://:80",
             "http://a:0",

@@ -36,13 +36,13 @@ use log::debug;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Prober;
-use crate::balancer::{Balancer, LoadBalancer};
-use crate::pool::Backend;
+use crate::backend::Backend;
+use crate::balancer::Balancer;
 
 /// Probes in flight at once. Each holds one socket (raise `LimitNOFILE` to well above this
 /// plus the expected client connections).
@@ -52,7 +52,8 @@ pub const MAX_CONCURRENT_PROBES: usize = 512;
 pub struct HealthChecker {
     balancer: Arc<Balancer>,
     prober: Arc<Prober>,
-    interval: Duration,
+    /// `health_check_frequency`; a reload sends the new one and the next tick follows it.
+    interval: Arc<watch::Sender<Duration>>,
     permits: Arc<Semaphore>,
     busy: Arc<Mutex<HashSet<u64>>>,
 }
@@ -87,10 +88,16 @@ impl HealthChecker {
         HealthChecker {
             balancer,
             prober,
-            interval,
+            interval: Arc::new(watch::channel(interval).0),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             busy: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// The handle that changes the interval of the running checker (a configuration reload):
+    /// the next tick comes one new interval after the change.
+    pub fn interval_handle(&self) -> Arc<watch::Sender<Duration>> {
+        self.interval.clone()
     }
 
     /// Starts a probe task in `probes` for every backend of the pool as it is now that has no
@@ -99,7 +106,7 @@ impl HealthChecker {
     pub fn launch(&self, probes: &mut JoinSet<()>) -> usize {
         let snapshot = self.balancer.snapshot();
         let mut started = 0;
-        for backend in &snapshot.backends {
+        for backend in snapshot.backends.iter().filter(|b| b.resolved) {
             let Some(busy) = Busy::claim(&self.busy, backend.id) else {
                 continue;
             };
@@ -138,10 +145,7 @@ async fn probe_task(
     if !backend.is_enabled() {
         return;
     }
-    let seen = prober.probe(&backend).await;
-    if backend.is_enabled() {
-        balancer.set_backend_status(&backend, seen);
-    }
+    prober.probe_into(&balancer, &backend).await;
 }
 
 #[async_trait]
@@ -163,13 +167,20 @@ impl BackgroundService for HealthChecker {
             _ = shutdown.changed() => return,
         }
         ready.notify_ready();
-        let mut tick = tokio::time::interval_at(first + self.interval, self.interval);
+        let mut interval = self.interval.subscribe();
+        let every = *interval.borrow_and_update();
+        let mut tick = tokio::time::interval_at(first + every, every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut probes = JoinSet::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     self.launch(&mut probes);
+                }
+                Ok(()) = interval.changed() => {
+                    let every = *interval.borrow_and_update();
+                    tick = tokio::time::interval_at(Instant::now() + every, every);
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 }
                 Some(_) = probes.join_next(), if !probes.is_empty() => {}
                 _ = shutdown.changed() => break,
@@ -183,9 +194,9 @@ impl BackgroundService for HealthChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{strategy, testing};
+    use crate::backend::Health;
+    use crate::balancer::{strategy, testing, LoadBalancer};
     use crate::config::{HealthConfig, StrategyKind};
-    use crate::health::Health;
     use tokio::net::TcpListener;
 
     fn prober(timeout: Duration) -> Arc<Prober> {
@@ -195,6 +206,7 @@ mod tests {
             timeout,
             rise: 1,
             fall: 1,
+            grpc: false,
         }))
     }
 

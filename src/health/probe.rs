@@ -1,5 +1,6 @@
 //! One probe of one backend: an HTTP `GET` of the configured path (2xx/3xx passes) or, without
-//! a path, a TCP (or TLS) connect; bounded as a whole by the probe timeout.
+//! a path, a TCP (or TLS) connect; with `grpc: true`, HTTP/2 backends get a gRPC health check
+//! ([`super::grpc`]) instead. Bounded as a whole by the probe timeout.
 //!
 //! The probe does what `pingora-load-balancing`'s `HttpHealthCheck` / `TcpHealthCheck` do (the
 //! same Pingora connectors, peers, sessions and error types) but shares one connector across
@@ -8,7 +9,10 @@
 //! differ per backend, Portico would need one check object per backend, and a pool of 1,000
 //! backends would spend tens of seconds of CPU building them before its first round.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use pingora::connectors::http::Connector as HttpConnector;
 use pingora::connectors::TransportConnector;
@@ -16,47 +20,45 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::balancer::Observation;
-use crate::config::{format_duration, HealthConfig};
-use crate::pool::Backend;
+use crate::backend::Backend;
+use crate::backend::Observation;
+use crate::balancer::Balancer;
+use crate::config::{format_duration, HealthConfig, Protocol};
 
 /// The `User-Agent` of HTTP probes, so that backends can tell them from traffic.
 pub const USER_AGENT: &str = "portico-health-check";
 
-/// How probes are made, chosen once from the configuration.
-enum Method {
-    /// `GET path`; one connector (with its TLS context) shared by every backend.
-    Http {
-        path: String,
-        connector: Box<HttpConnector>,
-    },
-    /// Connect (and TLS handshake for `https` backends), then close.
-    Tcp { connector: Box<TransportConnector> },
+/// What to probe and how long to wait: swapped whole on a configuration reload.
+struct ProbeSettings {
+    /// `GET path`; `None`: connect (and TLS handshake for `https` backends), then close.
+    path: Option<String>,
+    /// `health_check.grpc`: HTTP/2 backends get `grpc.health.v1.Health/Check`.
+    grpc: bool,
+    timeout: Duration,
 }
 
 /// Probes backends. Cheap to share (`Arc`); probes of different backends run concurrently and
 /// never wait for one another here (the checker bounds how many run at once).
+///
+/// Both connectors (each with its TLS context) are built once and shared by every backend, so
+/// that a reload can switch between HTTP and TCP checks without rebuilding them.
 pub struct Prober {
-    method: Method,
-    timeout: Duration,
+    http: Box<HttpConnector>,
+    tcp: Box<TransportConnector>,
+    /// The connector of gRPC probes (HTTP/2 backends, with `health_check.grpc`).
+    grpc: Box<HttpConnector>,
+    settings: ArcSwap<ProbeSettings>,
 }
 
 impl Prober {
-    /// A prober for `config` (path or TCP, timeout). Builds its connector, which loads the
-    /// platform CA store once.
+    /// A prober for `config` (path or TCP, timeout). Builds its connectors, which load the
+    /// platform CA store.
     pub fn new(config: &HealthConfig) -> Prober {
-        let method = match &config.path {
-            Some(path) => Method::Http {
-                path: path.clone(),
-                connector: Box::new(HttpConnector::new(None)),
-            },
-            None => Method::Tcp {
-                connector: Box::new(TransportConnector::new(None)),
-            },
-        };
         Prober {
-            method,
-            timeout: config.timeout,
+            http: Box::new(HttpConnector::new(None)),
+            tcp: Box::new(TransportConnector::new(None)),
+            grpc: Box::new(HttpConnector::new(None)),
+            settings: ArcSwap::from_pointee(ProbeSettings::from(config)),
         }
     }
 
@@ -69,38 +71,51 @@ impl Prober {
         };
         let mut options = pingora::connectors::ConnectorOptions::new(1);
         options.ca_file = Some(ca.to_string());
-        self.method = match self.method {
-            Method::Http { path, .. } => Method::Http {
-                path,
-                connector: Box::new(HttpConnector::new(Some(options))),
-            },
-            Method::Tcp { .. } => Method::Tcp {
-                connector: Box::new(TransportConnector::new(Some(options))),
-            },
-        };
+        self.http = Box::new(HttpConnector::new(Some(options.clone())));
+        self.grpc = Box::new(HttpConnector::new(Some(options.clone())));
+        self.tcp = Box::new(TransportConnector::new(Some(options)));
         self
+    }
+
+    /// Takes the path and timeout of `config` for the probes that start from now on (a
+    /// configuration reload); probes under way finish as they started.
+    pub fn reconfigure(&self, config: &HealthConfig) {
+        self.settings.store(Arc::new(ProbeSettings::from(config)));
     }
 
     /// The bound on one probe (`health_check.timeout`).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.settings.load().timeout
     }
 
     /// Probes `backend` once on a fresh connection; never takes longer than the timeout.
     /// Returns `Passed` or `Failed` with a short reason ("connection refused").
     pub async fn probe(&self, backend: &Backend) -> Observation {
-        match tokio::time::timeout(self.timeout, self.check(backend)).await {
-            Err(_) => Observation::Failed(no_answer(self.timeout)),
+        let settings = self.settings.load_full();
+        let timeout = settings.timeout;
+        match tokio::time::timeout(timeout, self.check(backend, &settings)).await {
+            Err(_) => Observation::Failed(no_answer(timeout)),
             Ok(Ok(())) => Observation::Passed,
-            Ok(Err(e)) => Observation::Failed(probe_reason(&e, self.timeout)),
+            Ok(Err(e)) => Observation::Failed(probe_reason(&e, timeout)),
+        }
+    }
+
+    /// Probes `backend` and feeds the result to `balancer`, stamped when the probe started (a
+    /// passive DOWN during the probe makes the result stale). Nothing is recorded for a
+    /// backend removed meanwhile.
+    pub async fn probe_into(&self, balancer: &Balancer, backend: &Backend) {
+        let stamp = backend.probe_stamp();
+        let seen = self.probe(backend).await;
+        if backend.is_enabled() {
+            balancer.record_probe(backend, stamp, seen);
         }
     }
 
     /// The backend's own peer (address, TLS, SNI, certificate checks) with the probe timeout
     /// on every step.
-    fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
+    fn peer(backend: &Backend, timeout: Duration) -> Box<HttpPeer> {
         let mut peer = backend.peer();
-        let t = Some(self.timeout);
+        let t = Some(timeout);
         peer.options.connection_timeout = t;
         peer.options.total_connection_timeout = t;
         peer.options.read_timeout = t;
@@ -108,14 +123,18 @@ impl Prober {
         peer
     }
 
-    async fn check(&self, backend: &Backend) -> Result<()> {
-        let peer = self.peer(backend);
-        match &self.method {
-            Method::Tcp { connector } => connector.get_stream(&*peer).await.map(|_| ()),
-            Method::Http { path, connector } => {
-                let (mut session, _) = connector.get_http_session(&*peer).await?;
-                session.set_write_timeout(Some(self.timeout));
-                session.set_read_timeout(Some(self.timeout));
+    async fn check(&self, backend: &Backend, settings: &ProbeSettings) -> Result<()> {
+        let timeout = settings.timeout;
+        let peer = Self::peer(backend, timeout);
+        if settings.grpc && backend.protocol == Protocol::H2 {
+            return super::grpc::check(&self.grpc, &peer, &backend.url.authority()).await;
+        }
+        match &settings.path {
+            None => self.tcp.get_stream(&*peer).await.map(|_| ()),
+            Some(path) => {
+                let (mut session, _) = self.http.get_http_session(&*peer).await?;
+                session.set_write_timeout(Some(timeout));
+                session.set_read_timeout(Some(timeout));
                 let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
                 req.insert_header("Host", backend.url.authority())?;
                 req.insert_header("User-Agent", USER_AGENT)?;
@@ -142,6 +161,16 @@ impl Prober {
     }
 }
 
+impl From<&HealthConfig> for ProbeSettings {
+    fn from(config: &HealthConfig) -> Self {
+        ProbeSettings {
+            path: config.path.clone(),
+            grpc: config.grpc,
+            timeout: config.timeout,
+        }
+    }
+}
+
 /// Whether an HTTP probe answered with `status` passes: 2xx and 3xx do.
 pub fn passes(status: u16) -> bool {
     (200..400).contains(&status)
@@ -163,6 +192,10 @@ pub fn probe_reason(e: &Error, timeout: Duration) -> String {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => no_answer(timeout),
         ErrorType::ConnectionClosed => "connection closed".into(),
         ErrorType::CustomCode(_, code) => format!("health check returned {code}"),
+        t if *t == super::grpc::GRPC_HEALTH => match &e.context {
+            Some(c) => format!("gRPC health check: {}", c.as_str()),
+            None => "gRPC health check failed".into(),
+        },
         ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
             // The context names the TLS failure ("invalid peer certificate: UnknownIssuer");
             // Pingora's cause here only carries the local address.

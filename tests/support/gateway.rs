@@ -22,11 +22,15 @@ pub struct GatewayBuilder {
     pub backends: Vec<(String, u32)>,
     pub health_frequency: String,
     pub health_path: Option<String>,
+    /// `health_check.grpc`: HTTP/2 backends get the gRPC health check.
+    pub health_grpc: bool,
     pub health_timeout: String,
     pub rise: u32,
     pub fall: u32,
     pub connect_timeout: String,
     pub read_timeout: String,
+    /// `timeouts.websocket_idle`; `None` leaves Portico's default.
+    pub websocket_idle: Option<String>,
     pub grace_period: u64,
     pub token: Option<String>,
     pub state_file: Option<PathBuf>,
@@ -37,6 +41,8 @@ pub struct GatewayBuilder {
     pub args: Vec<String>,
     /// `RUST_LOG` for the process (default: the test's own, else `info`).
     pub rust_log: Option<String>,
+    /// Extra environment of the process (and of the processes that upgrade it).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for GatewayBuilder {
@@ -46,11 +52,13 @@ impl Default for GatewayBuilder {
             backends: Vec::new(),
             health_frequency: "300ms".into(),
             health_path: Some("/health".into()),
+            health_grpc: false,
             health_timeout: "500ms".into(),
             rise: 1,
             fall: 1,
             connect_timeout: "1s".into(),
             read_timeout: "5s".into(),
+            websocket_idle: None,
             grace_period: 3,
             token: None,
             state_file: None,
@@ -59,6 +67,7 @@ impl Default for GatewayBuilder {
             extra: String::new(),
             args: Vec::new(),
             rust_log: None,
+            env: Vec::new(),
         }
     }
 }
@@ -95,6 +104,9 @@ impl GatewayBuilder {
         if let Some(p) = &self.health_path {
             y += &format!("  path: {p}\n");
         }
+        if self.health_grpc {
+            y += "  grpc: true\n";
+        }
         y += &format!(
             "  timeout: {}\n  rise: {}\n  fall: {}\n",
             self.health_timeout, self.rise, self.fall
@@ -103,6 +115,9 @@ impl GatewayBuilder {
             "timeouts:\n  connect: {}\n  read: {}\n",
             self.connect_timeout, self.read_timeout
         );
+        if let Some(idle) = &self.websocket_idle {
+            y += &format!("  websocket_idle: {idle}\n");
+        }
         y += &format!("admin:\n  listen: \"127.0.0.1:{admin_port}\"\n");
         if let Some(t) = &self.token {
             y += &format!("  token: {t}\n");
@@ -129,14 +144,16 @@ impl GatewayBuilder {
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.path().join("portico.yaml");
         fs::write(&config, self.yaml(dir.path(), port, admin_port)).expect("write config");
-        let gw = Gateway::spawn_with_log_level(
+        let mut gw = Gateway::spawn_with_env(
             dir,
             config,
             port,
             admin_port,
             &self.args,
             self.rust_log.as_deref(),
+            &self.env,
         );
+        gw.env = self.env;
         gw.wait_ready().await;
         gw
     }
@@ -168,6 +185,8 @@ pub struct Gateway {
     pub admin_port: u16,
     pub child: Child,
     pub log_path: PathBuf,
+    /// Extra environment, passed on to `portico -u` by [`Gateway::spawn_upgrade`].
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -191,6 +210,19 @@ impl Gateway {
         args: &[String],
         rust_log: Option<&str>,
     ) -> Gateway {
+        Self::spawn_with_env(dir, config, port, admin_port, args, rust_log, &[])
+    }
+
+    /// Like [`Gateway::spawn_with_log_level`], with extra environment variables.
+    pub fn spawn_with_env(
+        dir: TempDir,
+        config: PathBuf,
+        port: u16,
+        admin_port: u16,
+        args: &[String],
+        rust_log: Option<&str>,
+        env: &[(String, String)],
+    ) -> Gateway {
         let rust_log = rust_log
             .map(str::to_owned)
             .unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
@@ -202,6 +234,7 @@ impl Gateway {
             .arg(&config)
             .args(args)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -213,6 +246,7 @@ impl Gateway {
             admin_port,
             child,
             log_path,
+            env: env.to_vec(),
         }
     }
 
@@ -342,12 +376,14 @@ impl Gateway {
     pub async fn spawn_upgrade(&mut self) -> Gateway {
         let sock = self.upgrade_sock();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let new = Gateway::spawn(
+        let new = Gateway::spawn_with_env(
             dir,
             self.config.clone(),
             self.port,
             self.admin_port,
             &["-u".to_string()],
+            None,
+            &self.env,
         );
         let listening = eventually(Duration::from_secs(20), || {
             let exists = sock.exists();

@@ -1,13 +1,20 @@
 //! Test support shared by the integration suites: origin servers on ports of their own, a
-//! launcher for the real `portico` binary with a temporary configuration, `eventually`, calls to
-//! the admin API (`admin_api`) and a Prometheus text parser (`prometheus`).
+//! launcher for the real `portico` binary with a temporary configuration, a real `etcd`,
+//! `eventually`, calls to the admin API (`admin_api`) and a Prometheus text parser
+//! (`prometheus`).
 #![allow(dead_code, unused_imports)]
 
 pub mod admin_api;
+pub mod closing;
+pub mod dns;
+pub mod etcd;
 pub mod gateway;
 pub mod origin;
 pub mod prometheus;
+pub mod recording;
 
+pub use closing::{Closing, ClosingOrigin};
+pub use etcd::Etcd;
 pub use gateway::{Gateway, GatewayBuilder};
 pub use origin::{Origin, SilentOrigin};
 

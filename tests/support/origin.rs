@@ -34,6 +34,8 @@ pub struct OriginState {
     pub cancelled: AtomicU64,
     pub completed: AtomicU64,
     pub health_status: AtomicU16,
+    /// The status of ordinary answers (not `/health`); 200 unless set.
+    pub status: AtomicU16,
     pub delay_ms: AtomicU64,
 }
 
@@ -52,12 +54,16 @@ impl Origin {
 
     /// Starts an origin on `port`, e.g. to restart one that was stopped.
     pub async fn start_on(name: &str, port: u16) -> Origin {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind origin");
+        Self::start_at(name, std::net::Ipv4Addr::LOCALHOST, port).await
+    }
+
+    /// Starts an origin on `ip:port` (another loopback address, e.g. 127.0.0.2, on Linux).
+    pub async fn start_at(name: &str, ip: std::net::Ipv4Addr, port: u16) -> Origin {
+        let listener = TcpListener::bind((ip, port)).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(OriginState::default());
         state.health_status.store(200, Ordering::SeqCst);
+        state.status.store(200, Ordering::SeqCst);
         let name = name.to_string();
         let task = tokio::spawn(serve(listener, name.clone(), state.clone()));
         Origin {
@@ -86,6 +92,11 @@ impl Origin {
 
     pub fn set_health(&self, status: u16) {
         self.state.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers ordinary requests with `status` from now on (`/health` is unaffected).
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -289,6 +300,8 @@ async fn handle(
             let mut resp = Response::new(full(format!("{name}\n")));
             resp.headers_mut()
                 .insert("x-origin", name.parse().expect("ascii name"));
+            let status = state.status.load(Ordering::SeqCst);
+            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
             resp
         }
     };

@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::balancer::{LoadBalancer, Observation};
+use crate::backend::Observation;
+use crate::balancer::LoadBalancer;
 
 fn api(token: Option<&str>) -> AdminApi {
     let control = crate::control::testing::control(None);
     let balancer = control.balancer().clone();
     control
-        .seed(&[crate::config::test_spec("http://127.0.0.1:9", 2)])
+        .seed(
+            &[crate::config::test_spec("http://127.0.0.1:9", 2)],
+            &Default::default(),
+        )
         .expect("seeded");
     let b = balancer.snapshot().backends[0].clone();
     balancer.set_backend_status(&b, Observation::Passed);
@@ -18,6 +22,7 @@ fn api(token: Option<&str>) -> AdminApi {
         control,
         metrics,
         token: token.map(str::to_owned),
+        guard: crate::admin::AdminGuard::new("127.0.0.1:8081".parse().expect("addr"), Vec::new()),
     }
 }
 
@@ -33,6 +38,9 @@ fn req(method: Method, path: &str, body: &str) -> AdminRequest {
         authorization: None,
         content_type: Some("application/json".into()),
         body: Some(body.as_bytes().to_vec()),
+        host: Some("127.0.0.1:8081".into()),
+        origin: None,
+        local_ip: None,
     }
 }
 
@@ -100,6 +108,22 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
             req(
                 Method::POST,
                 "/backends",
+                r#"{"url": "http://a:1", "protocol": "h2"}"#,
+            ),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
+                r#"{"url": "https://a:1", "protocol": "spdy"}"#,
+            ),
+            400,
+        ),
+        (
+            req(
+                Method::POST,
+                "/backends",
                 r#"{"url": "http://127.0.0.1:9/"}"#,
             ),
             409,
@@ -144,7 +168,32 @@ async fn bad_input_gets_the_right_status_and_changes_nothing() {
     let mut form = req(Method::POST, "/backends", "url=http://a:1");
     form.content_type = Some("application/x-www-form-urlencoded".into());
     assert_eq!(api.handle(form).await.status, 415);
+    let mut untyped = req(
+        Method::POST,
+        "/backends",
+        r#"{"url": "http://127.0.0.1:7"}"#,
+    );
+    untyped.content_type = None;
+    assert_eq!(api.handle(untyped).await.status, 415);
     assert_eq!(pool_urls(&api), before);
+}
+
+#[tokio::test]
+async fn a_cross_site_post_changes_nothing() {
+    let api = api(None);
+    let before = pool_urls(&api);
+    let add = r#"{"url": "http://127.0.0.1:7"}"#;
+    let mut foreign_host = req(Method::POST, "/backends", add);
+    foreign_host.host = Some("rebound.example:8081".into());
+    assert_eq!(api.handle(foreign_host).await.status, 421);
+    let mut foreign_origin = req(Method::POST, "/backends", add);
+    foreign_origin.origin = Some("http://evil.example".into());
+    assert_eq!(api.handle(foreign_origin).await.status, 403);
+    assert_eq!(pool_urls(&api), before);
+    // The admin API's own page may write.
+    let mut own = req(Method::POST, "/backends", add);
+    own.origin = Some("http://127.0.0.1:8081".into());
+    assert_eq!(api.handle(own).await.status, 201);
 }
 
 #[tokio::test]
@@ -205,7 +254,7 @@ async fn metrics_show_every_backend_and_survive_concurrent_scrapes() {
     let api = Arc::new(api(None));
     let backend = api.control.balancer().snapshot().backends[0].clone();
     let leases: Vec<_> = (0..3)
-        .map(|_| crate::pool::Lease::new(backend.clone()))
+        .map(|_| crate::backend::Lease::new(backend.clone()))
         .collect();
     let want = [
         "portico_backend_requests_total{backend=\"http://127.0.0.1:9\"} 3",
