@@ -64,7 +64,7 @@ impl<A> LeanKeepalive<A> {
     /// Waits until the connection has a byte to read. False when it closed, failed, stayed
     /// silent for the keep-alive time (the time Pingora's session would wait too), or the service is stopping: the connection then ends
     /// without a response, as Pingora ends an idle one.
-    async fn wait_for_request(&self, stream: &mut Stream) -> bool {
+    async fn wait_for_request(&self, stream: &mut Stream, keepalive: Duration) -> bool {
         let stopping = self.wake.notified();
         tokio::pin!(stopping);
         // Registered before the flag is read, so a stop in between is not missed.
@@ -75,7 +75,7 @@ impl<A> LeanKeepalive<A> {
         let mut first = [0u8; 1];
         // The l4 stream's `try_peek` reads the byte and puts it back in front of its read
         // buffer: the session's first read gets it again.
-        let peek = pingora::prelude::timeout(self.keepalive, stream.try_peek(&mut first));
+        let peek = pingora::prelude::timeout(keepalive, stream.try_peek(&mut first));
         tokio::select! {
             biased;
             peeked = peek => matches!(peeked, Ok(Ok(_))),
@@ -106,7 +106,15 @@ where
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            if !self.wait_for_request(&mut stream).await {
+            // With pipelining the next request may be read already: no wait then.
+            let pipelined = persistent
+                .as_ref()
+                .is_some_and(|p| p.has_pipelined_prefix());
+            let wait = persistent
+                .as_ref()
+                .and_then(|p| p.keepalive_timeout())
+                .map_or(self.keepalive, Duration::from_secs);
+            if !pipelined && !self.wait_for_request(&mut stream, wait).await {
                 return None;
             }
             // The session (680 bytes) is built and moved into Pingora's boxed future inside
@@ -129,10 +137,8 @@ where
                     );
                     first = false;
                 } else if let Some(settings) = persistent.take() {
-                    // Keep-alive time, reuses left and the user context of the previous
-                    // request. Portico never enables pipelining, so these settings carry no
-                    // bytes of the next request: all of them are still in the stream, where
-                    // the wait sees them.
+                    // Keep-alive time, reuses left, pipelining and its bytes already read,
+                    // and the user context of the previous request.
                     settings.apply_to_session(&mut session);
                 }
                 self.app.process_new_http(session, shutdown)
