@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dns;
 pub mod grpc_reply;
 pub mod health;
+pub mod keepalive;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use log::info;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -44,6 +46,7 @@ use crate::config::Config;
 use crate::connection_limit::{ConnectionCounter, ConnectionLimit};
 use crate::control::Control;
 use crate::health::{HealthChecker, Prober};
+use crate::keepalive::LeanKeepalive;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxySettings, SharedSettings};
 use crate::store::{Entry, EtcdStore, FileStore, Loaded, Store, StoredPool};
@@ -313,14 +316,21 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
     };
     // HTTP/1.1 and h2c (gRPC clients' HTTP/2 with prior knowledge) on the same port: the
     // listener reads the first bytes and hands the connection to one of two proxies.
+    // Idle HTTP/1 keep-alive connections wait in Portico's small loop, not in Pingora's
+    // per-request future, over a small read buffer (keepalive.rs; h2c goes to Pingora's loop).
+    let keepalive = std::time::Duration::from_secs(policy.timeouts.keepalive_secs());
+    let lean = |h2c: bool| LeanKeepalive::new(http_proxy(false, h2c), keepalive);
     let mut proxy = Service::new(
         "proxy".to_string(),
         ConnectionLimit::new(
-            listener::PlainListener::new(http_proxy(false, false), http_proxy(false, true)),
+            listener::PlainListener::new(lean(false), lean(true)),
             connections.clone(),
         ),
     );
-    proxy.add_tcp(&conf.listen.to_string());
+    proxy.add_listener(
+        ListenerConfig::tcp(conf.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(keepalive::READ_BUFFER)),
+    );
     server.add_service(proxy).add_dependency(&boot);
 
     if let Some(tls) = &conf.tls {

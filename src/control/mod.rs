@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use log::{info, warn};
@@ -807,7 +806,7 @@ async fn slow_commit_for_tests() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 

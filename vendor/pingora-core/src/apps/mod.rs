@@ -156,6 +156,19 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    // PATCH(portico) lean-keepalive: begin (vendor/PATCHES.md, patch 3)
+    /// Whether bytes of the next request were already read with the previous one (HTTP/1.1
+    /// pipelining): a loop that waits for the next request on the socket must not wait then.
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
+    /// The keep-alive time (seconds) the next session will wait for its request.
+    pub fn keepalive_timeout(&self) -> Option<u64> {
+        self.keepalive_timeout
+    }
+    // PATCH(portico) lean-keepalive: end
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,

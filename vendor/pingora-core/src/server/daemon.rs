@@ -208,7 +208,7 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
 
     move_old_pid(&conf.pid_file);
 
-    // PATCH(portico) sigusr1-race: begin
+    // PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): begin
     // The parent listens for SIGUSR1 only after the fork; a daemon that became ready before
     // that would kill it (SIGUSR1's default action). Block the signal across the fork: the
     // parent unblocks it once its listener exists (a pending signal is delivered then), the
@@ -216,17 +216,17 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
     if conf.daemon_wait_for_ready {
         set_sigusr1_blocked(true);
     }
-    // PATCH(portico) sigusr1-race: end
+    // PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): end
     match build_daemonize(conf).execute() {
         Outcome::Parent(result) => {
             result.unwrap_or_else(|e| panic!("Daemonize failed: {e}"));
         }
         Outcome::Child(result) => {
-            // PATCH(portico) sigusr1-race: begin
+            // PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): begin
             if conf.daemon_wait_for_ready {
                 set_sigusr1_blocked(false);
             }
-            // PATCH(portico) sigusr1-race: end
+            // PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): end
             result.unwrap_or_else(|e| panic!("Daemonize child setup failed: {e}"));
             return DaemonizeResult {
                 notify_parent_pid: parent_pid,
@@ -261,7 +261,7 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
     process::exit(0);
 }
 
-// PATCH(portico) sigusr1-race: begin
+// PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): begin
 /// Blocks or unblocks `SIGUSR1` for the calling thread (the only thread at these points).
 fn set_sigusr1_blocked(blocked: bool) {
     // SAFETY: `sigemptyset`/`sigaddset` initialise a local set; `pthread_sigmask` only
@@ -281,7 +281,7 @@ fn set_sigusr1_blocked(blocked: bool) {
         error!("cannot change the SIGUSR1 mask: error {ret}");
     }
 }
-// PATCH(portico) sigusr1-race: end
+// PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4): end
 
 /// Build a single-threaded tokio runtime for the parent's signal wait loop.
 ///
@@ -314,7 +314,7 @@ fn wait_for_ready_or_exit(pid_file: &str, timeout: Duration) {
 
         let mut sigusr1 =
             signal(SignalKind::user_defined1()).expect("failed to register SIGUSR1 listener");
-        set_sigusr1_blocked(false); // PATCH(portico) sigusr1-race
+        set_sigusr1_blocked(false); // PATCH(portico) sigusr1-race (vendor/PATCHES.md, patch 4)
 
         let mut liveness_check = interval(LIVENESS_CHECK_INTERVAL);
         let mut daemon_pid: Option<libc::pid_t> = None;
