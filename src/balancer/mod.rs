@@ -470,11 +470,13 @@ pub(crate) mod testing {
     //! Backends for selection tests, without sockets.
     use super::*;
     use crate::config::{BackendSpec, Timeouts};
+    use std::net::SocketAddr;
     use std::time::Duration;
 
-    pub fn backend(id: u64, port: u16, weight: u32) -> Arc<Backend> {
+    /// An alive backend of URL `url` at `addr`.
+    fn member(id: u64, url: &str, addr: SocketAddr, weight: u32) -> Arc<Backend> {
         let spec = BackendSpec {
-            url: BackendUrl::parse(&format!("http://127.0.0.1:{port}")).expect("test url"),
+            url: BackendUrl::parse(url).expect("test url"),
             weight,
             drained: false,
             protocol: Default::default(),
@@ -484,30 +486,20 @@ pub(crate) mod testing {
             read: Duration::from_secs(1),
             websocket_idle: Duration::from_secs(1),
         };
-        let addr = ([127, 0, 0, 1], port).into();
         let token = cookie_token(b"test", &spec.url.to_string());
         let b = Arc::new(Backend::new(id, &spec, addr, &timeouts, token));
         b.set_alive(true);
         b
     }
 
+    pub fn backend(id: u64, port: u16, weight: u32) -> Arc<Backend> {
+        let url = format!("http://127.0.0.1:{port}");
+        member(id, &url, ([127, 0, 0, 1], port).into(), weight)
+    }
+
     /// Endpoint `id` of URL `http://name.test:<port>` at address `ip`:`port`.
     pub fn endpoint(id: u64, name: &str, ip: [u8; 4], port: u16) -> Arc<Backend> {
-        let spec = BackendSpec {
-            url: BackendUrl::parse(&format!("http://{name}:{port}")).expect("test url"),
-            weight: 1,
-            drained: false,
-            protocol: Default::default(),
-        };
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(1),
-            websocket_idle: Duration::from_secs(1),
-        };
-        let token = cookie_token(b"test", &spec.url.to_string());
-        let b = Arc::new(Backend::new(id, &spec, (ip, port).into(), &timeouts, token));
-        b.set_alive(true);
-        b
+        member(id, &format!("http://{name}:{port}"), (ip, port).into(), 1)
     }
 
     pub fn balancer(kind: StrategyKind, weights: &[u32]) -> Balancer {
