@@ -75,10 +75,17 @@ pub fn free_port() -> u16 {
 }
 
 /// A listener on 127.0.0.1, on a port from [`free_port`].
+/// Another process on the machine (a test suite run from another checkout) can take a port
+/// between the check and the bind: then the next port is tried.
 pub async fn local_listener() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
-        .await
-        .expect("bind a local listener")
+    let mut last = None;
+    for _ in 0..8 {
+        match tokio::net::TcpListener::bind(("127.0.0.1", free_port())).await {
+            Ok(listener) => return listener,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("bind a local listener: {last:?}");
 }
 
 /// An HTTP client that never uses a proxy from the environment.

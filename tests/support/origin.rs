@@ -49,7 +49,7 @@ pub struct Origin {
 impl Origin {
     /// Starts an origin on a port no other test is given (see [`super::free_port`]).
     pub async fn start(name: &str) -> Origin {
-        Self::start_on(name, super::free_port()).await
+        Self::serve_on(name, super::local_listener().await)
     }
 
     /// Starts an origin on `port`, e.g. to restart one that was stopped.
@@ -60,6 +60,10 @@ impl Origin {
     /// Starts an origin on `ip:port` (another loopback address, e.g. 127.0.0.2, on Linux).
     pub async fn start_at(name: &str, ip: std::net::Ipv4Addr, port: u16) -> Origin {
         let listener = TcpListener::bind((ip, port)).await.expect("bind origin");
+        Self::serve_on(name, listener)
+    }
+
+    fn serve_on(name: &str, listener: TcpListener) -> Origin {
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(OriginState::default());
         state.health_status.store(200, Ordering::SeqCst);
