@@ -296,14 +296,17 @@ impl ProxyHttp for Proxy {
                 Error::explain(InvalidHTTPHeader, client.response_header_message()).into_up(),
             );
         }
+        let failed = resp.status.is_server_error();
         if let Some(lease) = &ctx.lease {
-            let backend = lease.backend().clone();
+            let backend = lease.backend();
             backend.observe_latency(ctx.picked.elapsed());
-            if resp.status.is_server_error() {
-                ctx.count_failure(&self.balancer, true);
-            } else {
-                self.balancer.report_success(&backend);
+            if !failed {
+                self.balancer.report_success(backend);
             }
+        }
+        if failed {
+            // Counts once, on the lease's backend (nothing without a lease).
+            ctx.count_failure(&self.balancer, true);
         }
         if resp.status.as_u16() != 101 && needs_hop_by_hop_strip(&resp.headers) {
             strip_hop_by_hop(
