@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Peek, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
@@ -61,26 +63,41 @@ impl<A> LeanKeepalive<A> {
         }
     }
 
-    /// Waits until the connection has a byte to read. False when it closed, failed, stayed
-    /// silent for the keep-alive time (the time Pingora's session would wait too), or the service is stopping: the connection then ends
-    /// without a response, as Pingora ends an idle one.
-    async fn wait_for_request(&self, stream: &mut Stream, keepalive: Duration) -> bool {
+    /// Waits until the connection has bytes to read, which stay in its read buffer for the
+    /// session's first read. False when it closed, failed, stayed silent for the keep-alive
+    /// time (the time Pingora's session would wait too), or the service is stopping: the
+    /// connection then ends without a response, as Pingora ends an idle one.
+    async fn wait_for_request(&self, stream: &mut L4Stream, keepalive: Duration) -> bool {
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        // Under load the next request is often here already: then no timer and no waiter.
+        if let Some(ready) = wait_readable(stream).now_or_never() {
+            return ready;
+        }
         let stopping = self.wake.notified();
         tokio::pin!(stopping);
-        // Registered before the flag is read, so a stop in between is not missed.
+        // Registered before the flag is read again, so a stop in between is not missed.
         stopping.as_mut().enable();
         if self.closing.load(Ordering::Acquire) {
             return false;
         }
-        let mut first = [0u8; 1];
-        // The l4 stream's `try_peek` reads the byte and puts it back in front of its read
-        // buffer: the session's first read gets it again.
-        let peek = pingora::prelude::timeout(keepalive, stream.try_peek(&mut first));
+        let wait = pingora::prelude::timeout(keepalive, wait_readable(stream));
         tokio::select! {
             biased;
-            peeked = peek => matches!(peeked, Ok(Ok(_))),
+            ready = wait => ready.unwrap_or(false),
             _ = stopping => false,
         }
+    }
+}
+
+/// Whether bytes arrived (false: closed or failed). They are read into the stream's read
+/// buffer (`fill_read_buf`, vendor patch 3), not consumed; a stream without a read buffer is
+/// peeked instead (Pingora's `try_peek` puts the byte back).
+async fn wait_readable(stream: &mut L4Stream) -> bool {
+    match stream.fill_read_buf().await {
+        Some(filled) => matches!(filled, Ok(n) if n > 0),
+        None => stream.try_peek(&mut [0u8; 1]).await.is_ok(),
     }
 }
 
@@ -91,14 +108,17 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let options = self.app.server_options();
         let h2c_or_custom = options.is_some_and(|o| o.h2c || o.force_custom);
-        if h2c_or_custom || stream.get_ssl_digest().is_some() {
+        // Only Pingora's plain TCP stream has the read buffer the wait fills; TLS (no way to
+        // wait for a record without reading it), HTTP/2 and anything else take Pingora's loop.
+        if h2c_or_custom || !stream.as_any().is::<L4Stream>() {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
+        let mut stream = stream.into_any().downcast::<L4Stream>().ok()?;
         // As Pingora's loop (with Portico's vendored header-limits patch) sets up sessions.
         let header_limits = options
             .map(|o| o.h1_request_header_limits)
@@ -144,7 +164,10 @@ where
                 self.app.process_new_http(session, shutdown)
             };
             let reused = request.await?;
-            (stream, persistent) = reused.consume();
+            let (next, settings) = reused.consume();
+            // The same stream comes back: the downcast is a type check, not a copy.
+            stream = next.into_any().downcast::<L4Stream>().ok()?;
+            persistent = settings;
         }
     }
 

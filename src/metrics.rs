@@ -2,11 +2,11 @@
 //! backend (updated on the request path with atomics only), per-backend series read from the
 //! pool at scrape time, the build and the process (CPU, memory, file descriptors).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -38,7 +38,8 @@ pub struct Metrics {
 /// (read from the pool) disappear with them.
 struct BackendLatency {
     vec: HistogramVec,
-    by_id: ArcSwap<HashMap<u64, Histogram>>,
+    /// Keyed by backend id with Fx hashing: ids are Portico's own counters, not client input.
+    by_id: ArcSwap<FxHashMap<u64, Histogram>>,
     balancer: Arc<Balancer>,
 }
 
@@ -54,7 +55,7 @@ impl BackendLatency {
         )?;
         Ok(BackendLatency {
             vec,
-            by_id: ArcSwap::from_pointee(HashMap::new()),
+            by_id: ArcSwap::from_pointee(FxHashMap::default()),
             balancer,
         })
     }
@@ -67,7 +68,7 @@ impl BackendLatency {
         let h = self.vec.with_label_values(&[backend.name.as_str()]);
         h.observe(seconds);
         self.by_id.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = FxHashMap::clone(map);
             map.insert(backend.id, h.clone());
             map
         });
@@ -93,7 +94,7 @@ impl BackendLatency {
             return;
         }
         self.by_id.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = FxHashMap::clone(map);
             map.retain(|id, _| live.iter().any(|(l, _)| l == id));
             map
         });

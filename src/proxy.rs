@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -90,6 +91,7 @@ impl Proxy {
 pub struct RequestCtx {
     lease: Option<Lease>,
     tried: Tried,
+    /// When the request arrived (the access log's wall-clock time is derived from it).
     started: Instant,
     /// When the current backend was picked (its latency sample runs from here).
     picked: Instant,
@@ -97,10 +99,17 @@ pub struct RequestCtx {
     failure_counted: bool,
     set_cookie: bool,
     /// The client's `X-Request-Id` if valid, else a new one (set in `early_request_filter`).
-    request_id: String,
-    /// When the request arrived (wall clock, for the access log).
-    arrived: SystemTime,
-    /// When the first backend was picked, and how long until a backend's response header.
+    request_id: Option<HeaderValue>,
+    /// The settings as they were when the request arrived: one read of the reloadable
+    /// settings per request, and a reload never changes them half-way through one.
+    settings: Arc<ProxySettings>,
+    /// The strategy that picked is `p2c-ewma`, the only reader of latency samples.
+    sample_latency: bool,
+    /// Something reads the upstream timings (latency samples or the access log): only then
+    /// is the clock read at the pick and at the response header.
+    timed: bool,
+    /// When the first backend was picked, and how long until a backend's response header
+    /// (read only when the access log is on, or for `p2c-ewma`'s samples: `timed`).
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
     /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
@@ -130,15 +139,20 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        // One clock read per request here, one per backend pick, one per response header and
+        // one at the end: the wall-clock time is only read when an access log line is written.
+        let now = Instant::now();
         RequestCtx {
             lease: None,
             tried: Tried::default(),
-            started: Instant::now(),
-            picked: Instant::now(),
+            started: now,
+            picked: now,
             failure_counted: false,
             set_cookie: false,
-            request_id: String::new(),
-            arrived: SystemTime::now(),
+            request_id: None,
+            settings: self.settings.load_full(),
+            sample_latency: false,
+            timed: false,
             upstream_started: None,
             upstream_time: None,
             answered: None,
@@ -152,11 +166,13 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let incoming = session.req_header().headers.get(REQUEST_ID_HEADER);
-        ctx.request_id = match incoming.and_then(|v| access_log::valid_request_id(v.as_bytes())) {
-            Some(id) => id.to_owned(),
-            None => access_log::new_request_id(),
-        };
+        let incoming = session
+            .req_header()
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .filter(|v| access_log::valid_request_id(v.as_bytes()).is_some());
+        // A header value is shared, not copied, each time it is inserted below.
+        ctx.request_id = Some(incoming.cloned().unwrap_or_else(access_log::new_request_id));
         Ok(())
     }
 
@@ -167,7 +183,7 @@ impl ProxyHttp for Proxy {
     /// a JSON error and nothing forwarded, a request a strict HTTP/1.1 gateway must not pass
     /// on (see [`ClientPolicy::check_request`]).
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let settings = self.settings.load();
+        let settings = &ctx.settings;
         settings.client.apply(session);
         let Err(refusal) = settings.client.check_request(session.req_header()) else {
             return Ok(false);
@@ -179,7 +195,9 @@ impl ProxyHttp for Proxy {
             json_string(&refusal.message)
         ));
         let mut resp = json_header(refusal.status, body.len())?;
-        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(REQUEST_ID_HEADER, id.clone())?;
+        }
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
@@ -210,7 +228,9 @@ impl ProxyHttp for Proxy {
         // the pick, the pick still succeeds (without the cookie or address it would have used).
         let kind = self.balancer.kind();
         let cookie_mode = kind == StrategyKind::Cookie;
-        let settings = self.settings.load();
+        ctx.sample_latency = kind == StrategyKind::P2cEwma;
+        ctx.timed = ctx.sample_latency || ctx.settings.access_log.enabled();
+        let settings = &ctx.settings;
         let cookie = if cookie_mode {
             find_cookie(session.req_header(), &settings.sticky_cookie)
         } else {
@@ -231,7 +251,11 @@ impl ProxyHttp for Proxy {
             }
             return Error::e_explain(HTTPStatus(502), "every backend tried failed");
         };
-        ctx.picked = Instant::now();
+        if ctx.timed {
+            let now = Instant::now();
+            ctx.picked = now;
+            ctx.upstream_started.get_or_insert(now);
+        }
         ctx.failure_counted = false;
         let backend = lease.backend();
         ctx.set_cookie = cookie_mode && cookie != Some(backend.cookie_token.as_str());
@@ -242,7 +266,6 @@ impl ProxyHttp for Proxy {
             session.set_read_timeout(Some(settings.websocket_idle));
         }
         ctx.lease = Some(lease);
-        ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(peer)
     }
 
@@ -256,7 +279,9 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        req.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id {
+            req.insert_header(REQUEST_ID_HEADER, id.clone())?;
+        }
         if let Some(ip) = client_ip(session) {
             let forwarded = forwarded_for(req, ip);
             req.insert_header("X-Forwarded-For", forwarded)?;
@@ -289,8 +314,11 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_time = ctx.upstream_started.map(|t| t.elapsed());
-        let client = self.settings.load().client;
+        let now = ctx.timed.then(Instant::now);
+        if let (Some(now), Some(started)) = (now, ctx.upstream_started) {
+            ctx.upstream_time = Some(now.saturating_duration_since(started));
+        }
+        let client = ctx.settings.client;
         if !client.response_header_fits(resp) {
             return Err(
                 Error::explain(InvalidHTTPHeader, client.response_header_message()).into_up(),
@@ -299,7 +327,12 @@ impl ProxyHttp for Proxy {
         let failed = resp.status.is_server_error();
         if let Some(lease) = &ctx.lease {
             let backend = lease.backend();
-            backend.observe_latency(ctx.picked.elapsed());
+            // Only `p2c-ewma` reads the latency estimate: no sample (a clock read, an `exp`
+            // and two shared writes) for the other strategies. After a reload to `p2c-ewma`
+            // the estimates start empty, as for a new backend.
+            if let Some(now) = now.filter(|_| ctx.sample_latency) {
+                backend.observe_latency(now.saturating_duration_since(ctx.picked));
+            }
             if !failed {
                 self.balancer.report_success(backend);
             }
@@ -327,13 +360,15 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(REQUEST_ID_HEADER, id.clone())?;
+        }
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
                 let secure = if self.tls { "; Secure" } else { "" };
                 let value = format!(
                     "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                    self.settings.load().sticky_cookie,
+                    ctx.settings.sticky_cookie,
                     lease.backend().cookie_token
                 );
                 resp.append_header("Set-Cookie", value)?;
@@ -356,7 +391,7 @@ impl ProxyHttp for Proxy {
         ctx.count_failure(&self.balancer, !refused);
         if refused {
             if let Some(lease) = &ctx.lease {
-                let reason = probe_reason(&e, self.settings.load().connect_timeout);
+                let reason = probe_reason(&e, ctx.settings.connect_timeout);
                 self.balancer
                     .set_backend_status(lease.backend(), Observation::Refused(reason));
             }
@@ -412,7 +447,7 @@ impl ProxyHttp for Proxy {
                 504,
                 format!(
                     "backend did not answer within {}",
-                    format_duration(self.settings.load().read_timeout)
+                    format_duration(ctx.settings.read_timeout)
                 ),
             ),
             (
@@ -440,8 +475,8 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
             if grpc_reply::is_grpc(session.req_header()) {
                 if let Ok(mut resp) = grpc_reply::answer(code, &message) {
-                    if !ctx.request_id.is_empty() {
-                        let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                    if let Some(id) = &ctx.request_id {
+                        let _ = resp.insert_header(REQUEST_ID_HEADER, id.clone());
                     }
                     let _ = session.write_response_header(Box::new(resp), true).await;
                 }
@@ -453,8 +488,8 @@ impl ProxyHttp for Proxy {
             }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(mut resp) = json_header(code, body.len()) {
-                if !ctx.request_id.is_empty() {
-                    let _ = resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str());
+                if let Some(id) = &ctx.request_id {
+                    let _ = resp.insert_header(REQUEST_ID_HEADER, id.clone());
                 }
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
@@ -476,12 +511,14 @@ impl ProxyHttp for Proxy {
         if let Some(lease) = &ctx.lease {
             self.metrics.observe_backend(lease.backend(), elapsed);
         }
-        let format = self.settings.load().access_log;
+        let format = ctx.settings.access_log;
         if format.enabled() {
-            if ctx.request_id.is_empty() {
-                // The request failed before `early_request_filter` (e.g. a malformed header).
-                ctx.request_id = access_log::new_request_id();
-            }
+            // None: the request failed before `early_request_filter` (e.g. a malformed header).
+            let request_id = ctx
+                .request_id
+                .get_or_insert_with(access_log::new_request_id)
+                .to_str()
+                .unwrap_or("-");
             let req = session.req_header();
             let header = |name: http::header::HeaderName| {
                 req.headers.get(name).and_then(|v| v.to_str().ok())
@@ -489,7 +526,10 @@ impl ProxyHttp for Proxy {
             // The URI as received: origin form (`/a?b`), absolute form for a proxy request.
             let uri = req.uri.to_string();
             let record = AccessRecord {
-                time: ctx.arrived,
+                // Arrival in wall-clock time: now, less the time the request took.
+                time: SystemTime::now()
+                    .checked_sub(elapsed)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
                 client: client_ip(session),
                 method: req.method.as_str(),
                 path: &uri,
@@ -499,7 +539,7 @@ impl ProxyHttp for Proxy {
                 bytes_sent: session.body_bytes_sent(),
                 total: elapsed,
                 upstream: ctx.upstream_time,
-                request_id: &ctx.request_id,
+                request_id,
                 referer: header(http::header::REFERER),
                 user_agent: header(http::header::USER_AGENT),
             };
@@ -520,7 +560,7 @@ impl Proxy {
     /// Whether the `retries` budget allows another attempt: `tried` holds the backends that
     /// failed before the current one, so attempts = 1 + retries.
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
-        ctx.tried.len() < self.settings.load().retries as usize
+        ctx.tried.len() < ctx.settings.retries as usize
     }
 }
 

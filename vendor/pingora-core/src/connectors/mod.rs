@@ -261,7 +261,8 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        // PATCH(portico) cached-peer-check (vendor/PATCHES.md, patch 6)
+                        if peer_matches_stream(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +473,42 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+// PATCH(portico) cached-peer-check: begin (vendor/PATCHES.md, patch 6)
+/// Whether the pooled `stream` is connected to `peer`. Compared with the peer address the
+/// stream's socket digest caches (one `getpeername` per connection, when first asked) instead
+/// of `Peer::matches_fd`'s `getpeername` on every reuse. Without a digest, or for a peer reached
+/// through a proxy, `matches_fd` as before. Same rules: `0.0.0.0` matches anything, a mismatch
+/// is logged as critical.
+#[cfg(unix)]
+fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+    use std::os::unix::net::SocketAddr as UnixSocketAddr;
+    let cached = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().cloned());
+    let Some(have) = cached.filter(|_| peer.get_proxy().is_none()) else {
+        return peer.matches_fd(stream.id());
+    };
+    let matches = match (peer.address(), &have) {
+        (PeerAddr::Inet(want), _) if want.ip().is_unspecified() && want.is_ipv4() => true,
+        (PeerAddr::Inet(want), PeerAddr::Inet(have)) => want == have,
+        (PeerAddr::Unix(want), PeerAddr::Unix(have)) => {
+            UnixSocketAddr::as_pathname(want).is_some()
+                && UnixSocketAddr::as_pathname(want) == UnixSocketAddr::as_pathname(have)
+        }
+        _ => false,
+    };
+    if !matches {
+        error!(
+            "Crit: FD mismatch: fd: {:?}, addr: {}, peer: {have}",
+            stream.id(),
+            peer.address()
+        );
+    }
+    matches
+}
+// PATCH(portico) cached-peer-check: end
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
@@ -603,6 +640,31 @@ mod tests {
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused);
     }
+
+    // PATCH(portico) cached-peer-check: begin (vendor/PATCHES.md, patch 6)
+    #[tokio::test]
+    async fn test_peer_matches_stream_by_cached_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let _server_side = accept.await.unwrap();
+        assert!(peer_matches_stream(&peer, &stream));
+        // Same answer as `matches_fd`'s getpeername, for the same peer and for another one.
+        assert!(peer.matches_fd(stream.id()));
+        let other = BasicPeer::new(&format!("127.0.0.1:{}", addr.port().wrapping_add(1)));
+        assert!(!peer_matches_stream(&other, &stream));
+        assert!(!other.matches_fd(stream.id()));
+        let unspecified = BasicPeer::new(&format!("0.0.0.0:{}", addr.port()));
+        assert!(peer_matches_stream(&unspecified, &stream));
+        // Pooled and asked for again: reused.
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+    }
+    // PATCH(portico) cached-peer-check: end
 
     #[tokio::test]
     async fn test_connect_with_offload_timing() {

@@ -623,6 +623,27 @@ impl Stream {
         }
     }
 
+    // PATCH(portico) lean-keepalive: begin (vendor/PATCHES.md, patch 3)
+    /// Waits until the stream has bytes to read, without consuming them, and returns how many
+    /// are ready (`Ok(0)`: the peer closed). Bytes put back with [`Self::rewind`] count; else
+    /// one read of the socket fills the read buffer, where the next read finds them all (unlike
+    /// [`Peek::try_peek`], which hands them back in two reads and allocates for the put-back).
+    /// `None` when the stream has no read buffer (`L4BufferSettings` read capacity 0).
+    pub async fn fill_read_buf(&mut self) -> Option<io::Result<usize>> {
+        use tokio::io::AsyncBufRead;
+        if let Some(rewound) = self.rewind_read_buf.last() {
+            return Some(Ok(rewound.len()));
+        }
+        let BufferedStream::BufferedRead(reader) = self.stream_mut() else {
+            return None;
+        };
+        let filled =
+            std::future::poll_fn(|cx| Pin::new(&mut *reader).poll_fill_buf(cx).map_ok(<[u8]>::len))
+                .await;
+        Some(filled)
+    }
+    // PATCH(portico) lean-keepalive: end
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -1096,6 +1117,45 @@ mod tests {
         stream.read_to_end(&mut buffer).await.unwrap();
         assert_eq!(buffer, message);
     }
+
+    // PATCH(portico) lean-keepalive: begin (vendor/PATCHES.md, patch 3)
+    #[tokio::test]
+    async fn test_fill_read_buf_keeps_the_bytes_for_one_read() {
+        let message = b"GET / HTTP/1.1\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(message).await.unwrap();
+            stream
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        stream.set_buffer(L4BufferSettings {
+            read: Some(1024),
+            write: None,
+        });
+        let peer = server.await.unwrap();
+        let mut ready = 0;
+        while ready < message.len() {
+            ready = stream.fill_read_buf().await.unwrap().unwrap();
+        }
+        // Filling again neither reads nor consumes.
+        assert_eq!(stream.fill_read_buf().await.unwrap().unwrap(), message.len());
+        // One read returns everything: nothing was consumed or split.
+        let mut buffer = vec![0u8; 4096];
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert_eq!(&buffer[..n], message);
+        // Rewound bytes count as ready; the peer closing is Ok(0).
+        stream.rewind(b"x");
+        assert_eq!(stream.fill_read_buf().await.unwrap().unwrap(), 1);
+        stream.read_exact(&mut buffer[..1]).await.unwrap();
+        drop(peer);
+        assert_eq!(stream.fill_read_buf().await.unwrap().unwrap(), 0);
+        // Without a read buffer there is nothing to fill.
+        stream.set_buffer(L4BufferSettings::unbuffered());
+        assert!(stream.fill_read_buf().await.is_none());
+    }
+    // PATCH(portico) lean-keepalive: end
 
     #[tokio::test]
     async fn test_stream_two_subsequent_peek_calls_before_read() {

@@ -407,6 +407,12 @@ impl HttpSession {
                 skip_next_read = false;
             } else {
                 // PATCH(portico) request-header-limits: begin (vendor/PATCHES.md, patch 1)
+                // Bytes are here but not the whole header: its deadline starts now (taken
+                // here rather than after every first read: most headers come in one read,
+                // and then the clock is not read at all).
+                if deadline.is_none() && already_read > 0 {
+                    deadline = limits.timeout.map(|t| std::time::Instant::now() + t);
+                }
                 if already_read > limits.max_bytes {
                     // A request line (finished or not) longer than the target may be: 414.
                     let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
@@ -439,9 +445,6 @@ impl HttpSession {
                     return Ok(None);
                 };
                 already_read += n;
-                if deadline.is_none() {
-                    deadline = limits.timeout.map(|t| std::time::Instant::now() + t);
-                }
                 // PATCH(portico) request-header-limits: end
             }
 
