@@ -15,6 +15,8 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use crate::serve::Serve;
+
 /// The connections open across the listeners that share it, and the cap.
 pub struct ConnectionCounter {
     open: AtomicUsize,
@@ -98,22 +100,33 @@ impl<A> ConnectionLimit<A> {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionLimit<A> {
+impl<A: Serve> Serve for ConnectionLimit<A> {
     /// Serves the connection if a slot is free; otherwise drops it, which closes it at once.
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let _slot = self.counter.admit()?;
+        // The slot is held for the whole connection: Pingora's HTTP application serves every
+        // keep-alive request of a connection within this one call.
+        self.inner.serve(stream, shutdown).await
+    }
+
+    async fn stop(&self) {
+        self.inner.stop().await;
+    }
+}
+
+/// The outermost layer, the one Pingora calls: the only boxed future of the stack.
+#[async_trait]
+impl<A: Serve> ServerApp for ConnectionLimit<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _slot = self.counter.admit()?;
-        // The slot is held for the whole connection: Pingora's HTTP application serves every
-        // keep-alive request of a connection within this one call.
-        self.inner.process_new(stream, shutdown).await
+        self.serve(stream, shutdown).await
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.stop().await;
     }
 }
 

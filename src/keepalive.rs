@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures::FutureExt;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
@@ -27,6 +26,8 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Peek, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
+
+use crate::serve::Serve;
 
 /// How long a connection may wait between two requests when nothing else is configured:
 /// Pingora's keep-alive default (Portico passes `client_timeouts.keepalive`).
@@ -101,16 +102,11 @@ async fn wait_readable(stream: &mut L4Stream) -> bool {
     }
 }
 
-#[async_trait]
-impl<A> ServerApp for LeanKeepalive<A>
+impl<A> Serve for LeanKeepalive<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let options = self.app.server_options();
         let h2c_or_custom = options.is_some_and(|o| o.h2c || o.force_custom);
         // Only Pingora's plain TCP stream has the read buffer the wait fills; TLS (no way to
@@ -171,7 +167,7 @@ where
         }
     }
 
-    async fn cleanup(&self) {
+    async fn stop(&self) {
         self.closing.store(true, Ordering::Release);
         self.wake.notify_waiters();
         self.app.http_cleanup().await;

@@ -25,6 +25,7 @@ pub mod peer;
 pub mod preflight;
 pub mod proxy;
 pub mod reload;
+pub mod serve;
 pub mod signals;
 pub mod store;
 pub mod tls;
@@ -49,6 +50,7 @@ use crate::health::{HealthChecker, Prober};
 use crate::keepalive::LeanKeepalive;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxySettings, SharedSettings};
+use crate::serve::App;
 use crate::store::{Entry, EtcdStore, FileStore, Loaded, Store, StoredPool};
 
 /// A start-up failure, with what failed and why.
@@ -336,7 +338,7 @@ pub fn build(config: Config, opts: RunOptions) -> Result<(Server, RunArgs), Buil
     if let Some(tls) = &conf.tls {
         let mut https = Service::new(
             "proxy-tls".to_string(),
-            ConnectionLimit::new(http_proxy(true, false), connections.clone()),
+            ConnectionLimit::new(App(Arc::new(http_proxy(true, false))), connections.clone()),
         );
         https.add_tls_with_settings(&tls.listen.to_string(), None, tls::tls_settings(tls)?);
         server.add_service(https).add_dependency(&boot);

@@ -14,12 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
+
+use crate::serve::Serve;
 
 /// The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -72,17 +72,12 @@ pub async fn sniff(stream: &mut TcpStream) -> std::io::Result<Option<Speaks>> {
     Ok(Some(speaks))
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for PlainListener<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl<A: Serve> Serve for PlainListener<A> {
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // Plain listeners hand over Pingora's TCP stream; anything else keeps Pingora's own
         // (blocking) preface check.
         if !stream.as_any().is::<TcpStream>() {
-            return self.h2c.process_new(stream, shutdown).await;
+            return self.h2c.serve(stream, shutdown).await;
         }
         let mut tcp = stream.into_any().downcast::<TcpStream>().ok()?;
         let app = match tokio::time::timeout(FIRST_BYTES_TIMEOUT, sniff(&mut tcp)).await {
@@ -91,12 +86,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PlainListener<A> {
             // Closed, failed or silent before saying anything: nothing to answer.
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
         };
-        app.process_new(tcp, shutdown).await
+        app.serve(tcp, shutdown).await
     }
 
-    async fn cleanup(&self) {
-        self.http1.cleanup().await;
-        self.h2c.cleanup().await;
+    async fn stop(&self) {
+        self.http1.stop().await;
+        self.h2c.stop().await;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::HttpServerApp;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
@@ -21,6 +21,7 @@ use portico::control::PhaseCell;
 use portico::keepalive::{LeanKeepalive, KEEPALIVE};
 use portico::metrics::Metrics;
 use portico::proxy::Proxy;
+use portico::serve::Serve;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::*;
@@ -58,8 +59,8 @@ async fn an_idle_connection_waits_in_a_small_future() {
         pingora::proxy::http_proxy(&conf, proxy()),
         KEEPALIVE,
     ));
-    let waiting = ServerApp::process_new(&lean, stream(), &shutdown);
-    let (big, small) = (size_of_val(&*per_request), size_of_val(&*waiting));
+    let waiting = lean.serve(stream(), &shutdown);
+    let (big, small) = (size_of_val(&*per_request), size_of_val(&waiting));
     println!("Pingora's per-request future: {big} bytes; Portico's waiting one: {small} bytes");
     // The session (680 bytes) must not be part of the waiting future's state.
     assert!(small <= 512, "the waiting future grew to {small} bytes");

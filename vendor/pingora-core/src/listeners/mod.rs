@@ -593,6 +593,7 @@ mod test {
         // Every connection's task holds this future (inside a 60 s timeout) for its whole life;
         // the TLS handshake's state must not be inlined into it.
         let size = std::mem::size_of_val(&handshake);
+        println!("handshake future: {size} bytes");
         assert!(size <= 1024, "the handshake future is {size} bytes");
         handshake.await.unwrap();
         client.await.unwrap();

@@ -1140,7 +1140,10 @@ mod tests {
             ready = stream.fill_read_buf().await.unwrap().unwrap();
         }
         // Filling again neither reads nor consumes.
-        assert_eq!(stream.fill_read_buf().await.unwrap().unwrap(), message.len());
+        assert_eq!(
+            stream.fill_read_buf().await.unwrap().unwrap(),
+            message.len()
+        );
         // One read returns everything: nothing was consumed or split.
         let mut buffer = vec![0u8; 4096];
         let n = stream.read(&mut buffer).await.unwrap();

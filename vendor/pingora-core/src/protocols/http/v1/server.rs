@@ -4790,7 +4790,10 @@ mod test_request_header_limits {
         let (e, out) = refused(limits, big.as_bytes()).await;
         assert_eq!(e.etype(), &InvalidHTTPHeader);
         assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
-        assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
     }
 
     #[tokio::test]
@@ -4849,7 +4852,10 @@ mod test_request_header_limits {
         let e = res.unwrap_err();
         assert_eq!(e.etype(), &InvalidHTTPHeader);
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(450), "cut off before its deadline: {took:?}");
+        assert!(
+            took >= Duration::from_millis(450),
+            "cut off before its deadline: {took:?}"
+        );
         let out = answer(client, s).await;
         assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     }
@@ -4875,7 +4881,11 @@ mod test_request_header_limits {
             escape_illegal_request_line: false,
             ..Default::default()
         };
-        for line in [&b"GET /a b HTTP/1.1"[..], b"GET /a\x01b HTTP/1.1", b"GET /a\tb HTTP/1.1"] {
+        for line in [
+            &b"GET /a b HTTP/1.1"[..],
+            b"GET /a\x01b HTTP/1.1",
+            b"GET /a\tb HTTP/1.1",
+        ] {
             let mut req = line.to_vec();
             req.extend_from_slice(b"\r\nHost: x\r\n\r\n");
             let (e, out) = refused(limits, &req).await;
