@@ -2,7 +2,8 @@
 # Portico quick start: `./quickstart.sh demo` runs the gateway with three demo origins;
 # `./quickstart.sh test` runs the whole test suite. Both first make sure the system packages
 # are present: cmake and a C compiler (zlib-ng, mimalloc), protoc (etcd-client's protocol
-# files), etcd (the fleet tests start one) and, for `test`, chromium (the status page test).
+# files), etcd (the fleet tests start one) and, for `test`, chromium (the status page test)
+# and openssl (a TLS test's client).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,7 +52,7 @@ HELP
     exec ./target/debug/portico --demo -c conf/portico.yaml
     ;;
   test)
-    need chromium
+    need chromium openssl
     exec cargo test --locked
     ;;
   *)

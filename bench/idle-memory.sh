@@ -64,6 +64,12 @@ PIDS+=($!)
 
 for bin in "${BINARIES[@]}"; do
     portico_yaml measured "$LISTEN" "$ADMIN" >"$WORK/measured.yaml"
+    # Idle connections need no backend connection: lift the default cap ((fd limit - 256) / 2)
+    # where the binary has one (older binaries do not know the key).
+    echo "max_connections: $((N + 100))" >>"$WORK/measured.yaml"
+    if ! "$bin" -t -c "$WORK/measured.yaml" >/dev/null 2>&1; then
+        portico_yaml measured "$LISTEN" "$ADMIN" >"$WORK/measured.yaml"
+    fi
     "$bin" -c "$WORK/measured.yaml" >"$WORK/measured.log" 2>&1 &
     pid=$!
     PIDS+=($pid)

@@ -4,13 +4,13 @@
 # CPU time of the proxy process (utime+stime from /proc/PID/stat) per request, ratios vs nginx
 # and HAProxy. One Markdown table per mix (bench/mixes_report.py).
 #
-#   bench/mixes.sh                     # every mix, 3 rounds of 8 s per proxy (~15 min)
-#   QUICK=1 bench/mixes.sh             # 1 round of 3 s, c10k with 2,000 connections (~5 min)
+#   bench/mixes.sh                     # every mix, 3 rounds of 8 s per proxy (~12 min)
+#   QUICK=1 bench/mixes.sh             # 1 round of 3 s, c10k with 2,000 connections (~2 min)
 #   MIXES="h2 upload" bench/mixes.sh   # some mixes only
 #
 # Mixes (MIXES: a subset, run in this order):
-#   tls-ecdsa  TLS 1.3 handshakes/s: wrk over https with `Connection: close` (a new connection,
-#              so a full handshake, per request), ECDSA P-256 certificate
+#   tls-ecdsa  TLS 1.3 handshakes/s: wrk over https with `Connection: close` (a new connection
+#              and a full handshake per request, see TLS_RESUME), ECDSA P-256 certificate
 #   tls-rsa    the same with an RSA 2048 certificate
 #   h2         HTTP/2 over TLS (ECDSA): h2load, 10 connections x 100 concurrent streams
 #   64k        64 KiB responses, HTTP/1.1 keep-alive, wrk -c50
@@ -26,6 +26,13 @@
 #   generator and of each proxy, in every mix but threads2)
 #   PORTICO_BIN                path of the Portico binary (default <target>/release/portico)
 #   PORTICO_ALT="name=/path/to/portico ..."   extra Portico binaries, same configuration
+#   TLS_RESUME=1               let wrk resume TLS sessions (its own behaviour: it keeps each
+#                              connection's last session and offers it on the next connect) and
+#                              measure resumed handshakes; default: a full handshake every time
+#                              (an LD_PRELOAD shim, compiled here with cc, drops wrk's session)
+#   NGINX_BUFFERING=off        nginx proxy with `proxy_request_buffering off; proxy_buffering off`
+#                              (default: nginx's defaults, which spool a 4 MiB request body, and
+#                              large responses a slow client cannot take at once, to temp files)
 #   SKIP_BUILD=1               do not `cargo build --release` Portico first
 #   CARGO_TARGET_DIR (default <repo>/target), OUT (results directory, default a new mktemp -d)
 #   QUICK=1                    ROUNDS=1, DURATION=3s, C10K_CONNS=2000 (unless set)
@@ -55,6 +62,9 @@ PROXIES=${PROXIES:-"nginx haproxy portico"}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 PORTICO_ALT=${PORTICO_ALT:-}
+NGINX_BUFFERING=${NGINX_BUFFERING:-on}
+TLS_RESUME=${TLS_RESUME:-0}
+RESUME_CHECK_PORT=18299   # the origin's TLS port that logs whether each handshake was resumed
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTICO_BIN=${PORTICO_BIN:-$TARGET/release/portico}
 OUT=${OUT:-$(mktemp -d /tmp/portico-mixes.XXXXXX)}
@@ -68,6 +78,7 @@ fi
 for m in $MIXES; do
     case " $ALL_MIXES " in *" $m "*) ;; *) echo "unknown mix '$m' (mixes: $ALL_MIXES)" >&2; exit 2 ;; esac
 done
+case $NGINX_BUFFERING in on|off) ;; *) echo "NGINX_BUFFERING must be on or off" >&2; exit 2 ;; esac
 for p in $PROXIES; do
     case $p in nginx|haproxy|portico) ;; *) echo "unknown proxy '$p' (nginx haproxy portico)" >&2; exit 2 ;; esac
 done
@@ -104,9 +115,12 @@ NAMES=()
 declare -A BIN PLAIN TLSP ADMIN
 for p in $PROXIES; do
     NAMES+=("$p")
-    [ "$p" = portico ] && BIN[portico]=$PORTICO_BIN
+    if [ "$p" = portico ]; then BIN[portico]=$PORTICO_BIN; fi
 done
 for alt in $PORTICO_ALT; do
+    if ! [[ "$alt" =~ ^[A-Za-z0-9_.-]+=. ]] || [[ " ${NAMES[*]} " == *" ${alt%%=*} "* ]]; then
+        echo "PORTICO_ALT: '$alt' is not a new name=/path/to/portico" >&2; exit 2
+    fi
     NAMES+=("${alt%%=*}")
     BIN[${alt%%=*}]=${alt#*=}
 done
@@ -129,20 +143,28 @@ for n in "${NAMES[@]}"; do
         fi
     done
 done
-for port in "${ORIGIN_PORTS[@]}"; do
+for port in "${ORIGIN_PORTS[@]}" "$RESUME_CHECK_PORT"; do
     if port_busy "$port"; then echo "port $port is already in use: stop what listens there first" >&2; exit 1; fi
 done
 
 # --- processes -------------------------------------------------------------------------------
 PIDS=()   # everything started and not yet stopped (nginx workers of threads2 included)
+declare -A STOPSIG   # pid -> first signal, when not INT
 
-# stop_pids PID...: SIGINT (fast shutdown for nginx, HAProxy and Pingora; `timeout` passes it on
-# to wrk/h2load), then TERM, then KILL for what is still there; each step waits up to 3 s. Reaps
-# the script's own children and drops every PID from PIDS.
+# stop_pids PID...: SIGINT (fast shutdown for nginx and Pingora; `timeout` passes it on to
+# wrk/h2load) or STOPSIG's (HAProxy: TERM, as a background job's SIGINT is ignored), then TERM,
+# then KILL for what is still there; each step waits up to 3 s. Reaps the script's own children
+# and drops every PID from PIDS.
 stop_pids() {
-    local sig pid keep=() p gone
-    for sig in INT TERM KILL; do
-        for pid in "$@"; do kill -"$sig" "$pid" 2>/dev/null || true; done
+    local sig pid gone
+    for sig in FIRST TERM KILL; do
+        for pid in "$@"; do
+            if [ "$sig" = FIRST ]; then
+                kill -"${STOPSIG[$pid]:-INT}" "$pid" 2>/dev/null || true
+            else
+                kill -"$sig" "$pid" 2>/dev/null || true
+            fi
+        done
         for _ in $(seq 30); do
             gone=1
             for pid in "$@"; do kill -0 "$pid" 2>/dev/null && gone=0; done
@@ -152,6 +174,10 @@ stop_pids() {
         [ "$gone" = 1 ] && break
     done
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+    forget_pids "$@"
+}
+forget_pids() {   # forget_pids PID...: drops them from PIDS (they have exited and been reaped)
+    local p keep=()
     for p in "${PIDS[@]}"; do
         case " $* " in *" $p "*) ;; *) keep+=("$p") ;; esac
     done
@@ -193,6 +219,40 @@ done
     cat "$HERE/wrk-report.lua"
 } >"$OUT/upload.lua"
 
+# wrk closes a connection with SSL_shutdown + SSL_clear and reuses the SSL object: SSL_clear keeps
+# the last session, so its next SSL_connect offers it and the server resumes it (no certificate
+# signature). This shim drops that session: every wrk connection is a full handshake.
+WRK_ENV=()
+if [[ " $MIXES " =~ " tls-" ]] && ! getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 '; then
+    echo "localhost does not resolve to 127.0.0.1 (the TLS mixes connect to https://localhost:PORT/)" >&2
+    exit 1
+fi
+if [ "$TLS_RESUME" != 1 ] && [[ " $MIXES " =~ " tls-" ]]; then
+    if ! command -v cc >/dev/null 2>&1; then
+        echo "the TLS mixes need a C compiler for wrk's no-resumption shim (apt-get install gcc)," \
+            "or TLS_RESUME=1 to measure resumed handshakes" >&2
+        exit 1
+    fi
+    cat >"$OUT/noresume.c" <<'C'
+/* LD_PRELOAD into wrk: SSL_clear, then forget the session, so the next connect is a full handshake */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+int SSL_set_session(SSL *s, SSL_SESSION *session);
+int SSL_clear(SSL *s) {
+    static int (*real)(SSL *);
+    if (!real) real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+    int r = real(s);
+    SSL_set_session(s, NULL);
+    return r;
+}
+C
+    cc -shared -fPIC -O2 -o "$OUT/noresume.so" "$OUT/noresume.c" -ldl
+    WRK_ENV=(env "LD_PRELOAD=$OUT/noresume.so")
+fi
+
 # The origin: origin_conf's shape, plus the large files and the upload. nginx answers `return`
 # before it has read a request body (it discards the rest afterwards), so /upload reads the body
 # first (mirror_request_body; the mirror subrequest is a no-op), then the static module's 405 for
@@ -225,6 +285,16 @@ $listens        root $OUT/www;
         location = /upload { mirror /read-body; mirror_request_body on; error_page 405 =200 @ok; }
         location = /read-body { internal; return 204; }
         location @ok { return 200 "ok"; }
+        location = /origin-status { stub_status; }   # accepted connections: the proxies' new upstream ones
+    }
+    log_format resumed '\$ssl_session_reused';
+    server {   # what wrk does: full or resumed TLS handshakes (\$ssl_session_reused: r or .)
+        listen 127.0.0.1:$RESUME_CHECK_PORT ssl;
+        ssl_certificate $OUT/ecdsa.crt;
+        ssl_certificate_key $OUT/ecdsa.key;
+        ssl_protocols TLSv1.3;
+        access_log $OUT/resume-check.log resumed;
+        location / { return 200 "ok"; }
     }
 }
 CONF
@@ -245,8 +315,13 @@ is_tls() { case $1 in tls-ecdsa|tls-rsa|h2) return 0 ;; *) return 1 ;; esac; }
 cert_of() { if [ "$1" = tls-rsa ]; then echo rsa; else echo ecdsa; fi; }
 
 nginx_conf() {   # nginx_conf MIX DIR
-    local mix=$1 dir=$2 workers=1 master=off servers="" tls="" p kind
+    local mix=$1 dir=$2 workers=1 master=off servers="" tls="" p kind buffering=""
     if [ "$mix" = threads2 ]; then workers=2; master=on; fi
+    if [ "$NGINX_BUFFERING" = off ]; then
+        buffering="            proxy_request_buffering off;
+            proxy_buffering off;
+"
+    fi
     for p in "${ORIGIN_PORTS[@]}"; do servers+="        server 127.0.0.1:$p;"$'\n'; done
     if is_tls "$mix"; then
         kind=$(cert_of "$mix")
@@ -282,7 +357,7 @@ $tls        location / {
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
-        }
+$buffering        }
     }
 }
 EOF
@@ -343,7 +418,7 @@ portico_mix_conf() {   # portico_mix_conf MIX DIR NAME: common.sh's portico_conf
 # start_proxies MIX: every proxy of the run, configured for MIX, pinned to PROXY_CPU (threads2:
 # not pinned); waits until each answers `ok` on its plain port.
 start_proxies() {
-    local mix=$1 dir=$OUT/$1 n pin=(taskset -c "$PROXY_CPU") child
+    local mix=$1 dir=$OUT/$1 n pin=(taskset -c "$PROXY_CPU") child children=()
     if [ "$mix" = threads2 ]; then pin=(); fi
     mkdir -p "$dir"
     MIX_PIDS=()
@@ -363,19 +438,39 @@ start_proxies() {
             "${pin[@]}" "${BIN[$n]}" -c "$dir/$n.yaml" >"$dir/$n.log" 2>&1 & ;;
         esac
         PID[$n]=$!; PIDS+=($!); MIX_PIDS+=($!)
+        if [ "$n" = haproxy ]; then STOPSIG[$!]=TERM; fi
     done
     for n in "${NAMES[@]}"; do
         case $n in nginx) log=$dir/nginx.err ;; *) log=$dir/$n.log ;; esac
         wait_ready "$n" "${PLAIN[$n]}" "$log"
     done
     if [ "$mix" = threads2 ] && [ -n "${PID[nginx]:-}" ]; then   # nginx's workers: stopped with it
-        for child in $(cat "/proc/${PID[nginx]}/task/${PID[nginx]}/children"); do
+        read -r -a children <"/proc/${PID[nginx]}/task/${PID[nginx]}/children" || true
+        for child in "${children[@]}"; do
             PIDS+=("$child"); MIX_PIDS+=("$child")
         done
     fi
 }
 
 # --- checks ----------------------------------------------------------------------------------
+# How many of wrk's handshakes the origin's TLS port saw resumed, with the TLS mixes' wrk (1 s).
+RESUME_CHECKED=0
+check_resume() {
+    local total reused mode=full
+    [ "$TLS_RESUME" = 1 ] && mode=resumed
+    : >"$OUT/resume-check.log"
+    taskset -c "$LOAD_CPU" timeout 60 "${WRK_ENV[@]}" wrk -t1 -c50 -d1s -H "Connection: close" \
+        "https://localhost:$RESUME_CHECK_PORT/" >/dev/null 2>&1 || true
+    total=$(wc -l <"$OUT/resume-check.log")
+    reused=$(grep -c '^r' "$OUT/resume-check.log" || true)
+    echo "wrk, TLS_RESUME=$TLS_RESUME: $reused of $total handshakes resumed (checked on the origin's TLS port; wanted: $mode handshakes)" \
+        | tee "$OUT/resume.txt" | sed 's/^/  /'
+    if { [ "$mode" = full ] && [ "$reused" != 0 ]; } || [ "$total" = 0 ]; then
+        echo "  WARNING: not the $mode handshakes this run means to measure" | tee -a "$OUT/resume.txt"
+    fi
+    RESUME_CHECKED=1
+}
+
 SKIP=()   # "mix name": failed its check, not measured
 check_fail() { echo "  CHECK FAILED $1 $2: $3 (not measured)"; SKIP+=("$1 $2"); printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$OUT/skipped.tsv"; }
 
@@ -384,8 +479,8 @@ check_fail() { echo "  CHECK FAILED $1 $2: $3 (not measured)"; SKIP+=("$1 $2"); 
 check_tls() {
     local mix=$1 n=$2 port=${TLSP[$2]} s proto cipher group sig t12
     s=$(timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost </dev/null 2>&1 || true)
-    proto=$(sed -n 's/^ *Protocol *: *//p' <<<"$s" | head -1)
-    cipher=$(sed -n 's/^ *Cipher *: *//p' <<<"$s" | head -1)
+    proto=$(sed -n 's/^New, \([^,]*\), Cipher is .*/\1/p' <<<"$s" | head -1)
+    cipher=$(sed -n 's/^New, [^,]*, Cipher is //p' <<<"$s" | head -1)
     group=$(sed -n 's/^Server Temp Key: *//p' <<<"$s" | head -1)
     sig=$(sed -n 's/^Peer signature type: *//p' <<<"$s" | head -1)
     if timeout 10 openssl s_client -connect "127.0.0.1:$port" -tls1_2 </dev/null >/dev/null 2>&1; then t12=accepted; else t12=refused; fi
@@ -398,6 +493,7 @@ check_mix() {   # check_mix MIX NAME: the proxy serves what the mix asks for, be
     local mix=$1 n=$2 got
     case $mix in
     tls-ecdsa|tls-rsa)
+        [ "$RESUME_CHECKED" = 1 ] || check_resume
         check_tls "$mix" "$n" ;;
     h2)
         got=$(timeout 20 h2load -n 200 -c 2 -m 10 "https://127.0.0.1:${TLSP[$n]}/" 2>&1 || true)
@@ -408,7 +504,8 @@ check_mix() {   # check_mix MIX NAME: the proxy serves what the mix asks for, be
         echo "  h2 $n: $(sed -n 's/^TLS Protocol: *//p' <<<"$got"), ALPN ${proto:-none}, ${succeeded:-0}/200 succeeded"
         if [ "$proto" != h2 ] || [ "${succeeded:-0}" != 200 ]; then check_fail "$mix" "$n" "h2load: ALPN '${proto:-none}', ${succeeded:-0}/200 succeeded"; fi ;;
     64k|1m)
-        local size=65536; [ "$mix" = 1m ] && size=1048576
+        local size=65536
+        if [ "$mix" = 1m ]; then size=1048576; fi
         got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:${PLAIN[$n]}/$mix" || true)
         [ "$got" = "200 $size" ] || check_fail "$mix" "$n" "GET /$mix: '$got', wanted '200 $size'" ;;
     upload)
@@ -429,17 +526,24 @@ cpu_ticks() {
     done
     echo "$total"
 }
+# connections the origin has accepted so far (this query's own included)
+origin_accepts() {
+    { curl -s --max-time 5 "http://127.0.0.1:${ORIGIN_PORTS[0]}/origin-status" || true; } |
+        awk 'NR == 3 {n = $1} END {print n + 0}'
+}
 # "busy idle" ticks of core $1 ("" = the whole machine)
 core_ticks() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 idle_pct() { echo $(( 100 * ($4 - $2) / ($3 - $1 + $4 - $2 + 1) )); }   # busy0 idle0 busy1 idle1
 
-# load_cmd MIX NAME DURATION H2LOG: the load generator's command line, into the array LOAD
+# load_cmd MIX NAME DURATION H2LOG: the load generator's command line, into the array LOAD.
+# wrk's TLS URLs name `localhost` (127.0.0.1 here): wrk sends the URL's host as SNI, and an IP
+# address there is illegal SNI, which rustls logs (and Portico writes) once per handshake.
 load_cmd() {
     local mix=$1 n=$2 d=$3 log=$4 pin=(taskset -c "$LOAD_CPU") to=$((${3%s} + 60))
     local wrk=(wrk -t1 -d"$d" -s "$HERE/wrk-report.lua")
     if [ "$mix" = threads2 ]; then pin=(); fi
     case $mix in
-    tls-ecdsa|tls-rsa) LOAD=("${wrk[@]}" -c50 -H "Connection: close" "https://127.0.0.1:${TLSP[$n]}/") ;;
+    tls-ecdsa|tls-rsa) LOAD=("${WRK_ENV[@]}" "${wrk[@]}" -c50 -H "Connection: close" "https://localhost:${TLSP[$n]}/") ;;
     h2) LOAD=(h2load -t1 -c10 -m100 -D "$d" --warm-up-time=1s --log-file="$log" "https://127.0.0.1:${TLSP[$n]}/") ;;
     64k) LOAD=("${wrk[@]}" -c50 "http://127.0.0.1:${PLAIN[$n]}/64k") ;;
     1m) LOAD=("${wrk[@]}" -c20 "http://127.0.0.1:${PLAIN[$n]}/1m") ;;
@@ -456,21 +560,25 @@ payload_of() { case $1 in 64k) echo 65536 ;; 1m) echo 1048576 ;; upload) echo 41
 # window is the load generator's run (h2load: its main phase, after its own 1 s warm-up).
 run_load() {
     local mix=$1 n=$2 round=$3 d=$4 dir=$OUT/$1 raw log lpid rc=0 before after lb0 li0 lb1 li1 pb0 pi0 pb1 pi1
+    local acc0 acc1
     local load_core=$LOAD_CPU line
     raw=$dir/$n.r$round.out; log=$dir/h2.log
     [ "$mix" = threads2 ] && load_core=""
     load_cmd "$mix" "$n" "$d" "$log"
+    acc0=$(origin_accepts)
     before=$(cpu_ticks "${PID[$n]}")
     read -r lb0 li0 <<<"$(core_ticks "$load_core")"
     read -r pb0 pi0 <<<"$(core_ticks "$PROXY_CPU")"
+    : >"$raw"
     "${LOAD[@]}" >"$raw" 2>&1 &
-    lpid=$!; PIDS+=($lpid)
+    lpid=$!; PIDS+=("$lpid")
     if [ "$mix" = h2 ]; then   # measure from the end of h2load's warm-up (its log and counts do)
         for _ in $(seq 3000); do
             grep -q "Main benchmark duration is started" "$raw" && break
             kill -0 "$lpid" 2>/dev/null || break
             sleep 0.01
         done
+        acc0=$(origin_accepts)
         before=$(cpu_ticks "${PID[$n]}")
         read -r lb0 li0 <<<"$(core_ticks "$load_core")"
         read -r pb0 pi0 <<<"$(core_ticks "$PROXY_CPU")"
@@ -479,7 +587,8 @@ run_load() {
     after=$(cpu_ticks "${PID[$n]}")
     read -r lb1 li1 <<<"$(core_ticks "$load_core")"
     read -r pb1 pi1 <<<"$(core_ticks "$PROXY_CPU")"
-    stop_pids "$lpid"
+    acc1=$(origin_accepts)
+    forget_pids "$lpid"
     if [ "$mix" = h2 ]; then
         line=$(python3 "$HERE/mixes_report.py" h2load "$raw" "$log" || true)
         rm -f "$log"
@@ -496,12 +605,31 @@ run_load() {
     load_idle=$(idle_pct "$lb0" "$li0" "$lb1" "$li1")
     proxy_idle=$(idle_pct "$pb0" "$pi0" "$pb1" "$pi1")
     [ "$mix" = threads2 ] && proxy_idle=-1
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mix" "$n" "$round" "$reqs" "$secs" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mix" "$n" "$round" "$reqs" "$secs" \
         "$p50" "$p99" "$non2xx" "$sockerr" "$((after - before))" "$load_idle" "$proxy_idle" \
-        "$(payload_of "$mix")" >>"$OUT/runs.tsv"
+        "$(payload_of "$mix")" "$((acc1 - acc0 - 1))" >>"$OUT/runs.tsv"
+    local idle="load core idle ${load_idle}%, proxy core idle ${proxy_idle}%"
+    [ "$mix" = threads2 ] && idle="machine idle ${load_idle}%"
     echo "  round $round $n: $reqs requests in ${secs}s, p99 ${p99}us, errors $((non2xx + sockerr))," \
-        "cpu $((after - before)) ticks, $([ "$mix" = threads2 ] && echo machine || echo load core) idle ${load_idle}%" \
-        "$([ "$mix" = threads2 ] || echo ", proxy core idle ${proxy_idle}%")"
+        "cpu $((after - before)) ticks, $((acc1 - acc0 - 1)) new upstream connections, $idle"
+}
+
+# log_warnings MIX NAME: what the proxy logged beyond notices (nginx: bodies or responses
+# buffered to temporary files, fd shortage; HAProxy: alerts and warnings; Portico: WARN, ERROR),
+# counted, into warnings.tsv
+log_warnings() {
+    local mix=$1 n=$2 dir=$OUT/$1 count msg
+    case $n in
+    nginx) [ -s "$dir/nginx.err" ] || return 0
+        grep -v '\[notice\]' "$dir/nginx.err" | sed -E 's/^[0-9\/]+ [0-9:]+ \[([a-z]+)\] [0-9#]+: (\*[0-9]+ )?/[\1] /;
+            s/, client: .*//; s/(temporary file) [^ ]+/\1/' ;;
+    haproxy) grep -E '^\[(ALERT|WARNING)\]' "$dir/haproxy.log" | sed -E 's/^\[([A-Z]+)\] +\([0-9]+\) : /[\1] /' ;;
+    *) grep -E '^\[[^ ]+ (WARN|ERROR) ' "$dir/$n.log" | sed -E 's/^\[[^ ]+ ([A-Z]+) +[^]]*\] /[\1] /' ;;
+    esac | sed -E 's/127\.0\.0\.1:[0-9]+/127.0.0.1:*/g' | cut -c1-200 | sort | uniq -c | sort -rn | head -5 |
+    while read -r count msg; do
+        printf '%s\t%s\t%s\t%s\n' "$mix" "$n" "$count" "$msg" >>"$OUT/warnings.tsv"
+        echo "  $n log: $count x $msg"
+    done || true   # grep finds nothing: nothing to say
 }
 
 # --- the run ---------------------------------------------------------------------------------
@@ -515,7 +643,8 @@ case " $MIXES " in *" h2 "*) est=$((est + ${#NAMES[@]} * (ROUNDS + 1))) ;; esac
     for n in "${NAMES[@]}"; do
         [ -n "${BIN[$n]:-}" ] && echo "$n: ${BIN[$n]} ($("${BIN[$n]}" --version 2>&1 | head -1))"
     done
-    echo "rounds: $ROUNDS x $DURATION per proxy and mix; c10k: $C10K_CONNS connections; fd limit $NOFILE"
+    echo "rounds: $ROUNDS x $DURATION per proxy and mix; c10k: $C10K_CONNS connections; fd limit $NOFILE;" \
+        "nginx proxy buffering: $NGINX_BUFFERING; TLS_RESUME=$TLS_RESUME"
 } >"$OUT/meta.txt"
 cat "$OUT/meta.txt"
 echo "mixes: $MIXES; proxies: ${NAMES[*]}; results in $OUT; about $((est / 60 + 1)) min"
@@ -539,14 +668,7 @@ for mix in $MIXES; do
     done
     stop_pids "${MIX_PIDS[@]}"
     if [ "$mix" = threads2 ]; then taskset -pc "$LOAD_CPU" "${PID[origin]}" >/dev/null; fi
-    # what nginx said beyond notices (e.g. responses buffered to temporary files, fd shortage)
-    if [ -s "$OUT/$mix/nginx.err" ]; then
-        grep -v '\[notice\]' "$OUT/$mix/nginx.err" | sed -E 's/^[0-9\/]+ [0-9:]+ \[([a-z]+)\] [0-9#]+: (\*[0-9]+ )?/[\1] /; s/, client: .*//; s/(temporary file) [^ ]+/\1/' \
-            | sort | uniq -c | sort -rn | head -5 | while read -r count msg; do
-                printf '%s\tnginx\t%s\t%s\n' "$mix" "$count" "$msg" >>"$OUT/warnings.tsv"
-                echo "  nginx error log: $count x $msg"
-            done
-    fi
+    for n in "${NAMES[@]}"; do log_warnings "$mix" "$n"; done
 done
 
 # --- report ----------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 #
 #   bench/pgo-rust.sh            # prints the binary's path: <target>/pgo-rust/use/release/portico
 #   TRAIN=20 bench/pgo-rust.sh   # longer training (seconds of keep-alive load; default 10)
+#   DEB=1 bench/pgo-rust.sh      # also the .deb, holding that binary (`cargo deb --no-build`;
+#                                # needs cargo-deb); prints the package's path last
 #
 # 1. builds an instrumented Portico (`-Cprofile-generate`, its own target directory);
 # 2. trains it on loopback: the instrumented Portico itself serves its three `--demo` origins
@@ -120,3 +122,12 @@ echo "pgo: optimised build into $OUT/use" >&2
 (cd "$ROOT" && RUSTFLAGS="-Cprofile-use=$OUT/portico-$sum.profdata" CARGO_TARGET_DIR=$OUT/use \
     cargo build --release --locked --quiet --bin portico)
 echo "$OUT/use/release/portico"
+
+# --- 4. the package, from this binary ------------------------------------------------------------
+if [ "${DEB:-0}" = 1 ]; then
+    command -v cargo-deb >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
+    mkdir -p "$OUT/debian"
+    # cargo-deb maps the asset `target/release/portico` into CARGO_TARGET_DIR: the PGO binary.
+    (cd "$ROOT" && CARGO_TARGET_DIR=$OUT/use cargo deb --no-build --quiet -o "$OUT/debian" >&2)
+    ls -t "$OUT"/debian/portico_*.deb | head -1
+fi

@@ -550,8 +550,13 @@ impl ProxyHttp for Proxy {
     /// Keeps Pingora's error log for real failures; a client that went away is not one, nor
     /// a WebSocket closed for silence.
     fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A downstream `H2Error` is an HTTP/2 client resetting its stream or closing its
+        // connection mid-response (h2load at the end of a run: hundreds of lines).
         (matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(e.etype(), ReadError | WriteError | ConnectionClosed))
+            && matches!(
+                e.etype(),
+                ReadError | WriteError | ConnectionClosed | H2Error
+            ))
             || websocket_went_idle(session, e)
     }
 }

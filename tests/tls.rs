@@ -454,3 +454,57 @@ fn check_refuses_missing_or_invalid_certificate_key_and_ca_files() {
         );
     }
 }
+
+/// A handshake with `openssl s_client` sending `sni` as the server name; whether it completed.
+fn handshake_with_sni(port: u16, sni: &str) -> bool {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-brief", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", sni])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client (package openssl)");
+    String::from_utf8_lossy(&out.stderr).contains("CONNECTION ESTABLISHED")
+}
+
+/// Starts a TLS gateway with `rust_log`, makes three handshakes that send an IP address as
+/// SNI (as `wrk https://127.0.0.1` does), and returns the gateway's log.
+async fn log_after_ip_sni(rust_log: Option<&str>) -> String {
+    let ca = Ca::new("Portico Test CA");
+    let leaf = ca.issue(&["localhost", "127.0.0.1"]);
+    let files = tempfile::tempdir().expect("tempdir");
+    let cert = write(files.path(), "cert.pem", &leaf.cert_pem);
+    let key = write(files.path(), "key.pem", &leaf.key_pem);
+    let origin = Origin::start("plain").await;
+    let tls_port = free_port();
+    let mut builder = GatewayBuilder::default().backend(origin.url());
+    builder.extra = tls_yaml(tls_port, &cert, &key);
+    builder.rust_log = rust_log.map(str::to_owned);
+    let gw = builder.start().await;
+    assert!(
+        port_open(tls_port).await,
+        "TLS port closed; log:\n{}",
+        gw.log()
+    );
+    for _ in 0..3 {
+        assert!(
+            handshake_with_sni(tls_port, "127.0.0.1"),
+            "handshake failed; log:\n{}",
+            gw.log()
+        );
+    }
+    gw.log()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sending_an_ip_address_as_sni_do_not_fill_the_log() {
+    const WARNING: &str = "ignoring IP address presented as hostname";
+    // The tests' default RUST_LOG is `info`: rustls stays quiet.
+    let quiet = log_after_ip_sni(None).await;
+    assert!(!quiet.contains(WARNING), "log:\n{quiet}");
+    // Named in RUST_LOG, its warnings are there: the handshakes did send an IP as SNI. (rustls
+    // logs it, unbuffered, while it reads the ClientHello: before the server answers, so before
+    // `s_client` reports the connection; the log is complete when it is read.)
+    let named = log_after_ip_sni(Some("info,rustls=warn")).await;
+    assert!(named.contains(WARNING), "log:\n{named}");
+}

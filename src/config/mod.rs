@@ -112,10 +112,17 @@ impl Config {
         let split = file::split(text)
             .or_else(|m| err("", m))
             .map_err(|e| vec![e])?;
+        let pool_set = split.pingora.contains_key("upstream_keepalive_pool_size");
         let server = parse::pingora_conf(split.pingora);
         let raw = parse::portico_file(split.portico);
         match (server, raw) {
-            (Ok(server), Ok(raw)) => validate::validate(raw, server),
+            (Ok(server), Ok(raw)) => validate::validate(raw, server).map(|mut config| {
+                if !pool_set {
+                    config.server.upstream_keepalive_pool_size =
+                        default_keepalive_pool(config.max_connections);
+                }
+                config
+            }),
             (server, raw) => Err(server
                 .err()
                 .into_iter()
@@ -124,6 +131,16 @@ impl Config {
                 .collect()),
         }
     }
+}
+
+/// Idle backend connections kept for reuse when `upstream_keepalive_pool_size` is not set: as
+/// many as client connections may be open (`max_connections`, whose default already reserves a
+/// file descriptor for each one's backend connection), and never fewer than Pingora's 128.
+/// With Pingora's 128, a gateway with more requests in flight than that opened a new backend
+/// connection for about half of them (HTTP/2 with 100 streams on 10 connections,
+/// BENCHMARKS.md); HAProxy keeps every idle server connection it can.
+pub fn default_keepalive_pool(max_connections: usize) -> usize {
+    max_connections.max(128)
 }
 
 fn first(mut errors: Vec<ConfigError>) -> ConfigError {

@@ -249,3 +249,18 @@ fn outlier_detection_and_slow_start_have_defaults_and_bounds() {
     assert_eq!(e.key, "slow_start");
     assert_eq!(ok("strategy: p2c-ewma\n").strategy, StrategyKind::P2cEwma);
 }
+
+#[test]
+fn the_backend_connection_pool_keeps_as_many_as_clients_may_hold() {
+    let base = "backends: [\"http://127.0.0.1:9001\"]\n";
+    let c = ok(&format!("{base}max_connections: 5000\n"));
+    assert_eq!(c.server.upstream_keepalive_pool_size, 5000);
+    // Never below Pingora's own 128.
+    let c = ok(&format!("{base}max_connections: 10\n"));
+    assert_eq!(c.server.upstream_keepalive_pool_size, 128);
+    // Set in the file: kept as written.
+    let c = ok(&format!(
+        "{base}max_connections: 5000\nupstream_keepalive_pool_size: 64\n"
+    ));
+    assert_eq!(c.server.upstream_keepalive_pool_size, 64);
+}
