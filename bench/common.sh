@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/common.sh: what bench/run.sh and bench/pgo.sh share, so that the PGO training runs the
 # very origin and Portico configuration the benchmark measures. Sourced, not run.
 
@@ -66,4 +67,14 @@ wait_ok() {
         sleep 0.2
     done
     return 1
+}
+
+# raise_fd_limit NEEDED WHAT: raises the open-file limit as far as allowed (the hard limit; past
+# it needs root) and stops the script when it stays below NEEDED; WHAT names the knob to lower.
+raise_fd_limit() {
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    if [ "$(ulimit -n)" -lt "$1" ]; then
+        echo "ulimit -n is $(ulimit -n): too low for $2" >&2
+        exit 1
+    fi
 }

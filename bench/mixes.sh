@@ -97,12 +97,8 @@ if ! nginx -V 2>&1 | grep -q -- --with-http_v2_module || ! nginx -V 2>&1 | grep 
     echo "this nginx lacks http_ssl_module or http_v2_module (nginx -V): install nginx-light or nginx" >&2
     exit 1
 fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # raising the hard limit needs root
+raise_fd_limit $((C10K_CONNS + 1000)) "C10K_CONNS=$C10K_CONNS"
 NOFILE=$(ulimit -n)
-if [ "$NOFILE" -lt $((C10K_CONNS + 1000)) ]; then
-    echo "ulimit -n is $NOFILE: too low for C10K_CONNS=$C10K_CONNS" >&2
-    exit 1
-fi
 
 # --- build -----------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

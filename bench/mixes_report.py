@@ -33,9 +33,10 @@ MIXES = {
            "`h2load -t1 -c10 -m100 --warm-up-time=1s`, ECDSA certificate, 2-byte responses; "
            "requests, latency and CPU over the main phase only (after h2load's warm-up). "
            "Upstream stays HTTP/1.1: up to 1,000 requests in flight need as many upstream "
-           "connections; nginx (`keepalive 128`) and Portico (Pingora's "
-           "`upstream_keepalive_pool_size`, 128) keep 128 idle ones and close the rest, HAProxy "
-           "(`http-reuse always`) keeps them all: see \"upstream conns / 1k req\"."),
+           "connections; nginx (`keepalive 128`) keeps 128 idle ones and closes the rest, "
+           "Portico keeps up to `max_connections` (its default `upstream_keepalive_pool_size`; "
+           "Pingora's own default is 128) and HAProxy (`http-reuse always`) keeps them all: see "
+           "\"upstream conns / 1k req\"."),
     "64k": ("64 KiB responses, HTTP/1.1 keep-alive", "req/s", "µs/req",
             "`wrk -t1 -c50`; MiB/s and CPU per GiB count response bodies only."),
     "1m": ("1 MiB responses, HTTP/1.1 keep-alive", "req/s", "µs/req",
@@ -47,8 +48,9 @@ MIXES = {
              "`wrk -t1 -c{c10k} --timeout 10s`: every connection active; each run opens its "
              "{c10k} connections anew (inside the measured window). With that many requests in "
              "flight each proxy needs about as many upstream connections, and keeps few idle "
-             "(nginx and Pingora: 128; HAProxy stops keeping idle ones when its fds run short, "
-             "`tune.pool-high-fd-ratio`): most requests open a new upstream connection, see "
+             "(nginx: 128; Portico: up to `max_connections`; HAProxy stops keeping idle ones when "
+             "its fds run short, `tune.pool-high-fd-ratio`): with nginx and HAProxy most requests "
+             "open a new upstream connection, see "
              "\"upstream conns / 1k req\". Client plus upstream connections can reach this VM's "
              "fd limit (above): nginx's `worker_connections` is that limit - 100 (client and "
              "upstream together) and, when short, closes idle keep-alive clients (\"worker_connections "

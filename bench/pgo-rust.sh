@@ -127,7 +127,8 @@ echo "$OUT/use/release/portico"
 if [ "${DEB:-0}" = 1 ]; then
     command -v cargo-deb >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
     mkdir -p "$OUT/debian"
+    rm -f "$OUT"/debian/portico_*.deb
     # cargo-deb maps the asset `target/release/portico` into CARGO_TARGET_DIR: the PGO binary.
     (cd "$ROOT" && CARGO_TARGET_DIR=$OUT/use cargo deb --no-build --quiet -o "$OUT/debian" >&2)
-    ls -t "$OUT"/debian/portico_*.deb | head -1
+    echo "$OUT"/debian/portico_*.deb
 fi

@@ -68,11 +68,7 @@ case "$LOADGEN" in
     oha) command -v oha >/dev/null 2>&1 || cargo install --locked oha ;;
     *) echo "LOADGEN must be wrk or oha, not '$LOADGEN'" >&2; exit 2 ;;
 esac
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # raising the hard limit needs root
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1000)) ]; then
-    echo "ulimit -n is $(ulimit -n): too low for IDLE_CONNS=$IDLE_CONNS" >&2
-    exit 1
-fi
+raise_fd_limit $((IDLE_CONNS + 1000)) "IDLE_CONNS=$IDLE_CONNS"
 
 # --- build -----------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

@@ -208,8 +208,17 @@ async fn port_open(port: u16) -> bool {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_listener_serves_http1_and_http2_to_a_client_trusting_the_test_ca() {
+/// A gateway with a TLS listener (certificate for `localhost` and 127.0.0.1 from a test CA) in
+/// front of one plain origin, started with `rust_log` when given; the TLS port is open.
+struct TlsGateway {
+    ca: Ca,
+    origin: Origin,
+    gw: Gateway,
+    tls_port: u16,
+    _files: tempfile::TempDir,
+}
+
+async fn tls_gateway(rust_log: Option<&str>) -> TlsGateway {
     let ca = Ca::new("Portico Test CA");
     let leaf = ca.issue(&["localhost", "127.0.0.1"]);
     let files = tempfile::tempdir().expect("tempdir");
@@ -219,12 +228,31 @@ async fn tls_listener_serves_http1_and_http2_to_a_client_trusting_the_test_ca() 
     let tls_port = free_port();
     let mut builder = GatewayBuilder::default().backend(origin.url());
     builder.extra = tls_yaml(tls_port, &cert, &key);
+    builder.rust_log = rust_log.map(str::to_owned);
     let gw = builder.start().await;
     assert!(
         port_open(tls_port).await,
         "TLS port closed; log:\n{}",
         gw.log()
     );
+    TlsGateway {
+        ca,
+        origin,
+        gw,
+        tls_port,
+        _files: files,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_http1_and_http2_to_a_client_trusting_the_test_ca() {
+    let TlsGateway {
+        ca,
+        origin,
+        gw,
+        tls_port,
+        _files,
+    } = tls_gateway(None).await;
 
     let url = format!("https://localhost:{tls_port}/echo");
     let h1 = tls_client(&ca.pem(), tls_port, true)
@@ -470,22 +498,7 @@ fn handshake_with_sni(port: u16, sni: &str) -> bool {
 /// Starts a TLS gateway with `rust_log`, makes three handshakes that send an IP address as
 /// SNI (as `wrk https://127.0.0.1` does), and returns the gateway's log.
 async fn log_after_ip_sni(rust_log: Option<&str>) -> String {
-    let ca = Ca::new("Portico Test CA");
-    let leaf = ca.issue(&["localhost", "127.0.0.1"]);
-    let files = tempfile::tempdir().expect("tempdir");
-    let cert = write(files.path(), "cert.pem", &leaf.cert_pem);
-    let key = write(files.path(), "key.pem", &leaf.key_pem);
-    let origin = Origin::start("plain").await;
-    let tls_port = free_port();
-    let mut builder = GatewayBuilder::default().backend(origin.url());
-    builder.extra = tls_yaml(tls_port, &cert, &key);
-    builder.rust_log = rust_log.map(str::to_owned);
-    let gw = builder.start().await;
-    assert!(
-        port_open(tls_port).await,
-        "TLS port closed; log:\n{}",
-        gw.log()
-    );
+    let TlsGateway { gw, tls_port, .. } = tls_gateway(rust_log).await;
     for _ in 0..3 {
         assert!(
             handshake_with_sni(tls_port, "127.0.0.1"),
