@@ -521,3 +521,32 @@ async fn clients_sending_an_ip_address_as_sni_do_not_fill_the_log() {
     let named = log_after_ip_sni(Some("info,rustls=warn")).await;
     assert!(named.contains(WARNING), "log:\n{named}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_abandon_the_handshake_are_not_logged_as_errors() {
+    use tokio::io::AsyncWriteExt;
+    // The listener's module at debug, so that the lines are there to inspect.
+    let TlsGateway { gw, tls_port, .. } =
+        tls_gateway(Some("info,pingora_core::services::listening=debug")).await;
+    for garbage in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .expect("connect");
+        s.write_all(garbage).await.expect("write");
+        drop(s);
+    }
+    const LINE: &str = "Downstream handshake error";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            gw.log().matches(LINE).count() >= 2
+        })
+        .await,
+        "log:\n{}",
+        gw.log()
+    );
+    // Client behaviour, logged at debug: not shown at the default `info`, and never as errors.
+    let log = gw.log();
+    for line in log.lines().filter(|l| l.contains(LINE)) {
+        assert!(line.contains(" DEBUG "), "{line}");
+    }
+}

@@ -235,19 +235,25 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
+                                    // PATCH(portico) quiet-handshake-errors: begin (vendor/PATCHES.md, patch 7)
+                                    // A client that closes, resets, stalls or speaks something
+                                    // else during the handshake is not a server error: at
+                                    // `error` any client could fill the log, one line per
+                                    // connection. nginx logs these at `info` (hidden by its
+                                    // default error_log level).
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                                         if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
+                                            debug!("Downstream handshake error from {}: {e}", addr);
                                         } else {
-                                            error!("Downstream handshake error: {e}");
+                                            debug!("Downstream handshake error: {e}");
                                         }
                                     }
                                 }
                             }
                             Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
+                                debug!("Downstream handshake timeout");
+                            } // PATCH(portico) quiet-handshake-errors: end
                         }
                     });
                 }
