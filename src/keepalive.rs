@@ -11,8 +11,10 @@
 //! connection"). Everything else is Pingora's loop, line for line: the same session set-up, the
 //! same reuse of the stream and of its persistent settings.
 //!
-//! Only plain HTTP/1 goes through the wait: a TLS stream does not support Pingora's `Peek`
-//! (there is no way to wait for a TLS record without reading it), and HTTP/2 or custom
+//! The wait reads the next request's first bytes into the connection's read buffer without
+//! consuming them (`Stream::fill_read_buf`, vendor patch 3), so the session then finds the
+//! whole head in one read. Only plain HTTP/1 goes through it: a TLS stream has no such buffer
+//! to fill (there is no way to wait for a TLS record without reading it), and HTTP/2 or custom
 //! protocols are handed to Pingora's loop whole.
 
 use std::sync::atomic::{AtomicBool, Ordering};
