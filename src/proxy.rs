@@ -100,6 +100,8 @@ pub struct RequestCtx {
     set_cookie: bool,
     /// The client's `X-Request-Id` if valid, else a new one (set in `early_request_filter`).
     request_id: Option<HeaderValue>,
+    /// The request id is the client's, sent once: the backend's request has it already.
+    id_in_request: bool,
     /// The settings as they were when the request arrived: one read of the reloadable
     /// settings per request, and a reload never changes them half-way through one.
     settings: Arc<ProxySettings>,
@@ -150,6 +152,7 @@ impl ProxyHttp for Proxy {
             failure_counted: false,
             set_cookie: false,
             request_id: None,
+            id_in_request: false,
             settings: self.settings.load_full(),
             sample_latency: false,
             timed: false,
@@ -166,11 +169,14 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let incoming = session
-            .req_header()
-            .headers
+        let headers = &session.req_header().headers;
+        let incoming = headers
             .get(REQUEST_ID_HEADER)
             .filter(|v| access_log::valid_request_id(v.as_bytes()).is_some());
+        // The client's one valid id is already in the request the backend gets: it need not be
+        // inserted again (two or more are replaced by the first).
+        ctx.id_in_request =
+            incoming.is_some() && headers.get_all(REQUEST_ID_HEADER).iter().count() == 1;
         // A header value is shared, not copied, each time it is inserted below.
         ctx.request_id = Some(incoming.cloned().unwrap_or_else(access_log::new_request_id));
         Ok(())
@@ -279,7 +285,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(id) = &ctx.request_id {
+        if let Some(id) = ctx.request_id.as_ref().filter(|_| !ctx.id_in_request) {
             req.insert_header(REQUEST_ID_HEADER, id.clone())?;
         }
         if let Some(ip) = client_ip(session) {

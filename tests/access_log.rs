@@ -299,3 +299,21 @@ async fn metrics_show_backend_latency_build_info_and_the_process() {
     .await;
     assert!(gone, "the removed backend's latency series stayed");
 }
+
+#[tokio::test]
+async fn two_request_ids_from_a_client_reach_the_backend_as_the_first_one() {
+    let origin = Origin::start("two-ids").await;
+    let gw = gateway_with_log(&origin, "json").await;
+    let resp = client()
+        .get(gw.url("/echo"))
+        .header("X-Request-Id", "first-id")
+        .header("X-Request-Id", "second-id")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "first-id");
+    let doc: Value = resp.json().await.expect("echo JSON");
+    // The echo keeps the last value of a repeated header: the second would show if both went on.
+    assert_eq!(doc["headers"]["x-request-id"], "first-id");
+}
