@@ -20,6 +20,7 @@ fn pool(kind: StrategyKind, n: usize) -> Balancer {
         connect: Duration::from_secs(1),
         read: Duration::from_secs(1),
         websocket_idle: Duration::from_secs(1),
+        keepalive: Duration::from_secs(1),
     };
     let backends: Vec<Arc<Backend>> = (0..n)
         .map(|i| {

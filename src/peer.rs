@@ -43,11 +43,14 @@ pub fn peer_for(spec: &BackendSpec, addr: SocketAddr, timeouts: &Timeouts) -> Ht
     peer
 }
 
-/// Sets the connect and read timeouts of `peer` (also when a reload changes them).
+/// Sets the connect, read and pool idle timeouts of `peer` (also when a reload changes them).
 pub fn set_timeouts(peer: &mut HttpPeer, timeouts: &Timeouts) {
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.total_connection_timeout = Some(timeouts.connect * 2);
     peer.options.read_timeout = Some(timeouts.read);
+    // Without it a pooled connection stays until the backend closes it: with a pool as large
+    // as `max_connections`, a burst would leave its connections open for good.
+    peer.options.idle_timeout = Some(timeouts.keepalive);
 }
 
 #[cfg(test)]
@@ -62,6 +65,7 @@ mod tests {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(7),
             websocket_idle: Duration::from_secs(60),
+            keepalive: Duration::from_secs(9),
         }
     }
 
@@ -83,5 +87,11 @@ mod tests {
         assert_eq!(h2c.options.alpn, ALPN::H2);
         assert!(h2c.sni.is_empty());
         assert_eq!(h2c.options.read_timeout, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn pooled_connections_are_closed_after_the_keepalive_timeout() {
+        let h1 = peer("http://127.0.0.1:9001", Protocol::Http1);
+        assert_eq!(h1.options.idle_timeout, Some(Duration::from_secs(9)));
     }
 }

@@ -485,6 +485,7 @@ pub(crate) mod testing {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
             websocket_idle: Duration::from_secs(1),
+            keepalive: Duration::from_secs(60),
         };
         let token = cookie_token(b"test", &spec.url.to_string());
         let b = Arc::new(Backend::new(id, &spec, addr, &timeouts, token));

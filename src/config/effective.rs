@@ -61,6 +61,16 @@ impl Config {
             format_duration(self.timeouts.connect),
         );
         put(&mut timeouts, "read", format_duration(self.timeouts.read));
+        put(
+            &mut timeouts,
+            "websocket_idle",
+            format_duration(self.timeouts.websocket_idle),
+        );
+        put(
+            &mut timeouts,
+            "keepalive",
+            format_duration(self.timeouts.keepalive),
+        );
         put(&mut map, "timeouts", timeouts);
         let mut admin = Mapping::new();
         put(&mut admin, "listen", self.admin.listen.to_string());

@@ -84,6 +84,7 @@ pub struct FileTimeouts {
     pub connect: Option<RawDuration>,
     pub read: Option<RawDuration>,
     pub websocket_idle: Option<RawDuration>,
+    pub keepalive: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

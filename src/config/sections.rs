@@ -26,6 +26,8 @@ pub struct Timeouts {
     /// How long an upgraded (WebSocket) connection may stay silent in both directions; replaces
     /// `read` once the request asks for an upgrade.
     pub websocket_idle: Duration,
+    /// How long an idle backend connection is kept in the pool for reuse.
+    pub keepalive: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -183,7 +183,7 @@ fn nested_unknown_keys_are_named_with_their_section() {
     assert_eq!(e.key, "timeouts.conect");
     assert!(
         e.to_string()
-            .contains("expected one of `connect`, `read`, `websocket_idle`"),
+            .contains("expected one of `connect`, `read`, `websocket_idle`, `keepalive`"),
         "{e}"
     );
 }
@@ -209,6 +209,12 @@ backends:
     assert_eq!(c.backends[0].url.to_string(), "h2c://127.0.0.1:50051");
     let defaults = ok("");
     assert_eq!(defaults.timeouts.websocket_idle, Duration::from_secs(3600));
+    assert_eq!(defaults.timeouts.keepalive, Duration::from_secs(60));
+    assert_eq!(
+        ok("timeouts: {keepalive: 5s}").timeouts.keepalive,
+        Duration::from_secs(5)
+    );
+    assert_eq!(bad("timeouts: {keepalive: 0s}").key, "timeouts.keepalive");
     assert!(!defaults.health.grpc);
 }
 

@@ -14,6 +14,12 @@ use super::{
     Timeouts, TlsConfig,
 };
 
+/// `timeouts.keepalive`: how long an idle backend connection stays pooled (nginx's upstream
+/// `keepalive_timeout` default). Shorter than most backends' own idle timeouts would be safer
+/// still against reuse races; a backend that closes sooner is noticed when the connection is
+/// taken from the pool (Pingora reads it first) or retried.
+const BACKEND_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// A duration that must be greater than zero.
 pub(super) fn duration(
     key: &str,
@@ -184,6 +190,10 @@ pub(crate) fn validate(raw: FileConfig, server: ServerConf) -> Result<Config, Ve
                 Duration::from_secs(3600),
             ),
             Duration::from_secs(3600),
+        ),
+        keepalive: errors.or(
+            duration("timeouts.keepalive", t.keepalive, BACKEND_KEEPALIVE),
+            BACKEND_KEEPALIVE,
         ),
     };
 

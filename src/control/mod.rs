@@ -848,6 +848,7 @@ pub(crate) mod testing {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
             websocket_idle: Duration::from_secs(1),
+            keepalive: Duration::from_secs(60),
         };
         Arc::new(Control::new(
             Arc::new(Balancer::new(strategy(StrategyKind::RoundRobin), 1, 1)),

@@ -31,6 +31,8 @@ pub struct GatewayBuilder {
     pub read_timeout: String,
     /// `timeouts.websocket_idle`; `None` leaves Portico's default.
     pub websocket_idle: Option<String>,
+    /// `timeouts.keepalive` (idle backend connections); `None` leaves Portico's default.
+    pub backend_keepalive: Option<String>,
     pub grace_period: u64,
     pub token: Option<String>,
     pub state_file: Option<PathBuf>,
@@ -59,6 +61,7 @@ impl Default for GatewayBuilder {
             connect_timeout: "1s".into(),
             read_timeout: "5s".into(),
             websocket_idle: None,
+            backend_keepalive: None,
             grace_period: 3,
             token: None,
             state_file: None,
@@ -117,6 +120,9 @@ impl GatewayBuilder {
         );
         if let Some(idle) = &self.websocket_idle {
             y += &format!("  websocket_idle: {idle}\n");
+        }
+        if let Some(keepalive) = &self.backend_keepalive {
+            y += &format!("  keepalive: {keepalive}\n");
         }
         y += &format!("admin:\n  listen: \"127.0.0.1:{admin_port}\"\n");
         if let Some(t) = &self.token {
