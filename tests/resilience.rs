@@ -230,12 +230,20 @@ async fn a_backend_answering_500_is_ejected_then_returns_and_ejections_grow() {
 }
 
 /// With `slow_start: 10s`, a backend back from DOWN gets under 30 % of its fair share in its
-/// first 2 s, and all of it after 12 s.
+/// first 2 s, and all of it once its ramp is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_back_from_down_ramps_up() {
     let o = origins(&["a", "b", "c"]).await;
     let all = urls(&o);
-    let mut b = with_backends(GatewayBuilder::default(), &all);
+    // Weight 100 each (same shares as 1 each), so that `effective_weight` (rounded) shows the
+    // ramp to within 1 %.
+    let mut b = GatewayBuilder {
+        access_log: false,
+        ..Default::default()
+    };
+    for u in &all {
+        b = b.weighted(u.clone(), 100);
+    }
     b.health_frequency = "100ms".into();
     b.extra = "slow_start: 10s\n".into();
     let gw = b.start().await;
@@ -260,11 +268,29 @@ async fn a_backend_back_from_down_ramps_up() {
         "{got} of {sent} requests in the first 2 s (fair share {fair:.0})"
     );
     let entry = gw.backend(&all[0]).await.expect("listed");
-    assert!(entry["effective_weight"].as_u64().is_some(), "{entry}");
+    let ramping = entry["effective_weight"]
+        .as_u64()
+        .expect("effective_weight");
+    assert!(
+        ramping < 100,
+        "effective weight {ramping} of 100 while ramping: {entry}"
+    );
 
-    while up.elapsed() < Duration::from_secs(12) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The ramp is over when the backend's effective weight is its whole weight again (10 s
+    // after it came back; 20 s at most here).
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            gw.backend(&all[0]).await.expect("listed")["effective_weight"] == 100
+        })
+        .await,
+        "the ramp never ended: {:?}",
+        gw.backend(&all[0]).await
+    );
+    assert!(
+        up.elapsed() >= Duration::from_secs(9),
+        "ramp over after {:?}",
+        up.elapsed()
+    );
     let before = o[0].requests();
     assert_eq!(send(&gw, 300).await, 300);
     let got = o[0].requests() - before;
