@@ -107,11 +107,8 @@ pub struct RequestCtx {
     settings: Arc<ProxySettings>,
     /// The strategy that picked is `p2c-ewma`, the only reader of latency samples.
     sample_latency: bool,
-    /// Something reads the upstream timings (latency samples or the access log): only then
-    /// is the clock read at the pick and at the response header.
-    timed: bool,
     /// When the first backend was picked, and how long until a backend's response header
-    /// (read only when the access log is on, or for `p2c-ewma`'s samples: `timed`).
+    /// (read only when something uses them: [`RequestCtx::timed`]).
     upstream_started: Option<Instant>,
     upstream_time: Option<Duration>,
     /// The HTTP status a gRPC error answer stood for (it went out as 200 with `grpc-status`):
@@ -120,6 +117,20 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Whether something reads the upstream timings (latency samples or the access log): only
+    /// then is the clock read at the pick and at the response header.
+    fn timed(&self) -> bool {
+        self.sample_latency || self.settings.access_log.enabled()
+    }
+
+    /// Adds the request id (when there is one yet) to a response Portico sends.
+    fn tag(&self, resp: &mut ResponseHeader) -> Result<()> {
+        match &self.request_id {
+            Some(id) => resp.insert_header(REQUEST_ID_HEADER, id.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Counts the current backend's failure once: in its error counter and toward outlier
     /// ejection (`eject`: false for a refusal, which takes it DOWN instead).
     fn count_failure(&mut self, balancer: &Balancer, eject: bool) {
@@ -141,8 +152,8 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        // One clock read per request here, one per backend pick, one per response header and
-        // one at the end: the wall-clock time is only read when an access log line is written.
+        // One clock read here and one at the end; at the pick and the response header only
+        // when something uses them (`timed`); the wall-clock time only for an access log line.
         let now = Instant::now();
         RequestCtx {
             lease: None,
@@ -155,7 +166,6 @@ impl ProxyHttp for Proxy {
             id_in_request: false,
             settings: self.settings.load_full(),
             sample_latency: false,
-            timed: false,
             upstream_started: None,
             upstream_time: None,
             answered: None,
@@ -201,9 +211,7 @@ impl ProxyHttp for Proxy {
             json_string(&refusal.message)
         ));
         let mut resp = json_header(refusal.status, body.len())?;
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header(REQUEST_ID_HEADER, id.clone())?;
-        }
+        ctx.tag(&mut resp)?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
@@ -235,7 +243,6 @@ impl ProxyHttp for Proxy {
         let kind = self.balancer.kind();
         let cookie_mode = kind == StrategyKind::Cookie;
         ctx.sample_latency = kind == StrategyKind::P2cEwma;
-        ctx.timed = ctx.sample_latency || ctx.settings.access_log.enabled();
         let settings = &ctx.settings;
         let cookie = if cookie_mode {
             find_cookie(session.req_header(), &settings.sticky_cookie)
@@ -257,7 +264,7 @@ impl ProxyHttp for Proxy {
             }
             return Error::e_explain(HTTPStatus(502), "every backend tried failed");
         };
-        if ctx.timed {
+        if ctx.timed() {
             let now = Instant::now();
             ctx.picked = now;
             ctx.upstream_started.get_or_insert(now);
@@ -320,7 +327,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let now = ctx.timed.then(Instant::now);
+        let now = ctx.timed().then(Instant::now);
         if let (Some(now), Some(started)) = (now, ctx.upstream_started) {
             ctx.upstream_time = Some(now.saturating_duration_since(started));
         }
@@ -366,9 +373,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header(REQUEST_ID_HEADER, id.clone())?;
-        }
+        ctx.tag(resp)?;
         if ctx.set_cookie {
             if let Some(lease) = &ctx.lease {
                 let secure = if self.tls { "; Secure" } else { "" };
@@ -481,9 +486,7 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
             if grpc_reply::is_grpc(session.req_header()) {
                 if let Ok(mut resp) = grpc_reply::answer(code, &message) {
-                    if let Some(id) = &ctx.request_id {
-                        let _ = resp.insert_header(REQUEST_ID_HEADER, id.clone());
-                    }
+                    let _ = ctx.tag(&mut resp);
                     let _ = session.write_response_header(Box::new(resp), true).await;
                 }
                 ctx.answered = Some(code);
@@ -494,9 +497,7 @@ impl ProxyHttp for Proxy {
             }
             let body = Bytes::from(format!("{{\"error\": {}}}\n", json_string(&message)));
             if let Ok(mut resp) = json_header(code, body.len()) {
-                if let Some(id) = &ctx.request_id {
-                    let _ = resp.insert_header(REQUEST_ID_HEADER, id.clone());
-                }
+                let _ = ctx.tag(&mut resp);
                 let _ = session.write_response_header(Box::new(resp), false).await;
                 let _ = session.write_response_body(Some(body), true).await;
             }
