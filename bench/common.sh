@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# bench/common.sh: what bench/run.sh and bench/pgo.sh share, so that the PGO training runs the
-# very origin and Portico configuration the benchmark measures. Sourced, not run.
+# bench/common.sh: what the bench scripts share (bench/run.sh and bench/pgo.sh: the very origin
+# and Portico configuration the benchmark measures, so that the PGO training runs them; every
+# script: the fd limit; the Rust-only scripts: bench/loadgen and their clean-up). Sourced, not run.
 
 # origin_conf DIR PORT...: an nginx origin (one worker, access log off) answering `200 ok` on
 # every PORT; its pid and error log go to DIR.
@@ -77,4 +78,20 @@ raise_fd_limit() {
         echo "ulimit -n is $(ulimit -n): too low for $2" >&2
         exit 1
     fi
+}
+
+# build_loadgen: builds bench/loadgen (release, into $TARGET/loadgen); prints its path.
+build_loadgen() {
+    CARGO_TARGET_DIR=$TARGET/loadgen cargo build --release --quiet \
+        --manifest-path "$HERE/loadgen/Cargo.toml" >&2
+    echo "$TARGET/loadgen/release/loadgen"
+}
+
+# interrupt_all DIR: SIGINT to every pid in PIDS, waits for each, removes DIR. The Rust-only
+# scripts' EXIT trap (Portico writes its PGO profile when it exits on SIGINT).
+interrupt_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$1"
 }

@@ -11,6 +11,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 N=${N:-10000}
@@ -23,23 +25,12 @@ WORK=$(mktemp -d /tmp/portico-idle.XXXXXX)
 BINARIES=("$@")
 [ ${#BINARIES[@]} -gt 0 ] || BINARIES=("$TARGET/release/portico")
 
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((N + 500)) ]; then
-    echo "ulimit -n is $(ulimit -n): too low for N=$N" >&2
-    exit 1
-fi
+raise_fd_limit $((N + 500)) "N=$N"
 
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'interrupt_all "$WORK"' EXIT
 
-CARGO_TARGET_DIR=$TARGET/loadgen cargo build --release --quiet \
-    --manifest-path "$HERE/loadgen/Cargo.toml"
-LOADGEN=$TARGET/loadgen/release/loadgen
+LOADGEN=$(build_loadgen)
 
 # portico_yaml NAME LISTEN ADMIN: one worker thread, the three demo origins as backends, access
 # log off (as bench/run.sh runs it).
@@ -72,7 +63,7 @@ for bin in "${BINARIES[@]}"; do
     fi
     "$bin" -c "$WORK/measured.yaml" >"$WORK/measured.log" 2>&1 &
     pid=$!
-    PIDS+=($pid)
+    PIDS+=("$pid")
     "$LOADGEN" wait "http://127.0.0.1:$LISTEN/" --timeout 30 ||
         { echo "$bin did not come up: $WORK/measured.log" >&2; exit 1; }
     read -r _ held before during < <("$LOADGEN" idle "http://127.0.0.1:$LISTEN/" -n "$N" \

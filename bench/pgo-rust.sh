@@ -27,6 +27,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 ROOT=$(dirname "$HERE")
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$TARGET/pgo-rust
@@ -66,17 +68,10 @@ PROFDATA=$(find_profdata) || {
 echo "pgo: llvm-profdata: $PROFDATA (LLVM $major)" >&2
 
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'interrupt_all "$WORK"' EXIT
 
 # --- 1. the load generator and the instrumented build --------------------------------------------
-CARGO_TARGET_DIR=$TARGET/loadgen cargo build --release --quiet \
-    --manifest-path "$HERE/loadgen/Cargo.toml"
-LOADGEN=$TARGET/loadgen/release/loadgen
+LOADGEN=$(build_loadgen)
 # A fixed profile directory keeps RUSTFLAGS (and so the instrumented build) the same run to run.
 RAW=$OUT/raw
 echo "pgo: instrumented build into $OUT/gen" >&2

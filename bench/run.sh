@@ -275,7 +275,7 @@ for round in $(seq "$ROUNDS"); do
             perf record -q -e cpu-clock -F 2999 -g -p "${PID[$n]}" -o "$OUT/$n.perf.data" \
                 -- sleep "${DURATION%s}" >/dev/null 2>&1 &
             perf_pid=$!
-            PIDS+=($perf_pid)
+            PIDS+=("$perf_pid")
         fi
         before=$(cpu_ticks "${PID[$n]}")
         read -r busy0 idle0 <<<"$(load_core)"

@@ -139,7 +139,7 @@ impl Config {
 /// With Pingora's 128, a gateway with more requests in flight than that opened a new backend
 /// connection for about half of them (HTTP/2 with 100 streams on 10 connections,
 /// BENCHMARKS.md); HAProxy keeps every idle server connection it can.
-pub fn default_keepalive_pool(max_connections: usize) -> usize {
+fn default_keepalive_pool(max_connections: usize) -> usize {
     max_connections.max(128)
 }
 

@@ -483,13 +483,14 @@ use tokio::io::AsyncReadExt;
 fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
     use crate::protocols::l4::socket::SocketAddr as PeerAddr;
     use std::os::unix::net::SocketAddr as UnixSocketAddr;
-    let cached = stream
+    let digest = stream
         .get_socket_digest()
-        .and_then(|d| d.peer_addr().cloned());
-    let Some(have) = cached.filter(|_| peer.get_proxy().is_none()) else {
+        .filter(|_| peer.get_proxy().is_none());
+    // Borrowed, not cloned: a Unix socket path would be copied on every reuse.
+    let Some(have) = digest.as_deref().and_then(|d| d.peer_addr()) else {
         return peer.matches_fd(stream.id());
     };
-    let matches = match (peer.address(), &have) {
+    let matches = match (peer.address(), have) {
         (PeerAddr::Inet(want), _) if want.ip().is_unspecified() && want.is_ipv4() => true,
         (PeerAddr::Inet(want), PeerAddr::Inet(have)) => want == have,
         (PeerAddr::Unix(want), PeerAddr::Unix(have)) => {
