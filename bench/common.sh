@@ -95,3 +95,32 @@ interrupt_all() {
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$1"
 }
+
+# haproxy_lb_conf THREADS MAXCONN PORT EXTRA_BIND ORIGIN_PORT...: HAProxy balancing round-robin
+# over the origin ports with upstream keep-alive (`http-reuse always`) and X-Forwarded-For;
+# EXTRA_BIND is one more `bind` line (e.g. TLS; may be empty).
+haproxy_lb_conf() {
+    local threads=$1 maxconn=$2 port=$3 extra_bind=$4 i=0 servers="" p
+    shift 4
+    for p in "$@"; do i=$((i + 1)); servers+="    server s$i 127.0.0.1:$p"$'\n'; done
+    cat <<CONF
+global
+    nbthread $threads
+    no strict-limits   # its 2 fds per connection rule wants more than this VM's fd limit allows
+    maxconn $maxconn
+defaults
+    mode http
+    option forwardfor
+    http-reuse always
+    timeout connect 2s
+    timeout client 300s
+    timeout server 30s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$port
+${extra_bind}    default_backend be
+backend be
+    balance roundrobin
+$servers
+CONF
+}

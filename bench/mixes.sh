@@ -360,32 +360,12 @@ EOF
 }
 
 haproxy_conf() {   # haproxy_conf MIX
-    local mix=$1 threads=1 i=0 servers="" tls="" p
+    local mix=$1 threads=1 tls=""
     if [ "$mix" = threads2 ]; then threads=2; fi
-    for p in "${ORIGIN_PORTS[@]}"; do i=$((i + 1)); servers+="    server s$i 127.0.0.1:$p"$'\n'; done
     if is_tls "$mix"; then
         tls="    bind 127.0.0.1:${TLSP[haproxy]} ssl crt $OUT/$(cert_of "$mix").pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"$'\n'
     fi
-    cat <<EOF
-global
-    nbthread $threads
-    no strict-limits   # its 2 fds per connection rule wants more than this VM's fd limit allows
-    maxconn $((C10K_CONNS + 500))
-defaults
-    mode http
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 300s
-    timeout server 30s
-    timeout http-keep-alive 300s
-frontend fe
-    bind 127.0.0.1:${PLAIN[haproxy]}
-$tls    default_backend be
-backend be
-    balance roundrobin
-$servers
-EOF
+    haproxy_lb_conf "$threads" $((C10K_CONNS + 500)) "${PLAIN[haproxy]}" "$tls" "${ORIGIN_PORTS[@]}"
 }
 
 portico_mix_conf() {   # portico_mix_conf MIX DIR NAME: common.sh's portico_conf, plus TLS / threads

@@ -162,28 +162,8 @@ EOF
 }
 
 start_haproxy() {
-    local port=18082 i=0 servers=""
-    for p in "${ORIGIN_PORTS[@]}"; do i=$((i + 1)); servers+="    server s$i 127.0.0.1:$p"$'\n'; done
-    cat >"$OUT/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    no strict-limits   # its 2 fds per connection rule wants more than the 20,000 this VM allows
-    maxconn $((IDLE_CONNS + 500))
-defaults
-    mode http
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 300s
-    timeout server 30s
-    timeout http-keep-alive 300s
-frontend fe
-    bind 127.0.0.1:$port
-    default_backend be
-backend be
-    balance roundrobin
-$servers
-EOF
+    local port=18082
+    haproxy_lb_conf 1 $((IDLE_CONNS + 500)) "$port" "" "${ORIGIN_PORTS[@]}" >"$OUT/haproxy.cfg"
     taskset -c "$PROXY_CPU" haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
     PID[haproxy]=$!; PORT[haproxy]=$port; PIDS+=($!); NAMES+=(haproxy)
 }
